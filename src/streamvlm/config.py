@@ -1,0 +1,58 @@
+"""One dataclass with every streaming option; the CLI, the server and the benchmarks fill it in."""
+
+from dataclasses import dataclass, fields
+
+from .cache.policy import POLICIES
+from .errors import StreamvlmError
+
+POSITIONS = ("contiguous", "append")
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass
+class StreamConfig:
+    # stream
+    fps: int = 2
+    # cache policy (method §2) and position mode (method §3)
+    policy: str = "streaming"
+    positions: str = "contiguous"
+    vision_window: int = 16  # seconds of vision tokens kept
+    text_rounds: int = 16  # assistant turns kept in place
+    text_sink: int = 512  # head of the text memory, tokens
+    text_window: int = 512  # tail of the text memory, tokens
+    reset_every: int | None = None  # `sliding`: seconds between resets (default: vision_window)
+    # decoding (method §1: research defaults are sampling, T 0.9, repetition penalty 1.05, seed 42)
+    max_new_tokens: int = 20
+    greedy: bool = False
+    temperature: float = 0.9
+    repetition_penalty: float = 1.05
+    seed: int = 42
+    # prompt
+    query: str | None = None
+    previous_text: str = ""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        checks = [
+            (self.fps >= 1, f"fps must be a whole number of frames per second >= 1, got {self.fps}"),
+            (self.policy in POLICIES, f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}"),
+            (self.positions in POSITIONS, f"unknown positions {self.positions!r}; choose one of {', '.join(POSITIONS)}"),
+            (self.vision_window >= 1, f"vision window must be >= 1 second, got {self.vision_window}"),
+            (self.text_rounds >= 1, f"text rounds must be >= 1, got {self.text_rounds}"),
+            (self.text_sink >= 0 and self.text_window >= 0, "text sink and text window cannot be negative"),
+            (self.reset_every is None or self.reset_every >= 1, "reset interval must be >= 1 second"),
+            (self.max_new_tokens >= 1, f"max new tokens must be >= 1, got {self.max_new_tokens}"),
+            (self.greedy or self.temperature > 0, f"temperature must be > 0 when sampling, got {self.temperature}"),
+            (self.repetition_penalty > 0, "repetition penalty must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StreamvlmError(message)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StreamConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,109 @@
+"""The one place that renders the chat layout, for the engine and for training data alike.
+
+    <|im_start|>system\n{system}<|im_end|>\n                 PREFIX (never evicted)
+    <|im_start|>user\n{query}<|im_end|>\n                    PREFIX (only with a query)
+    <|im_start|>previous text\n                              PREFIX
+    {previous text + retired commentary: head + tail}        MEMORY
+    <|im_end|>\n                                             MEMORY_END
+    <|im_start|>user\n                                       USER_OPEN     } one round per
+    Time=12.0-13.0s                                          TIME          } second of stream
+    <|vision_start|><|video_pad|>…<|vision_end|>             VISION_*      }
+    <|im_end|>\n                                             USER_CLOSE    }
+    <|im_start|>assistant\n                                  REPLY_OPEN    }
+     words spoken in that second                             REPLY         }
+     ...<|im_end|>\n                                         REPLY_CLOSE   }
+
+The query is a user turn of its own inside the never-evicted prefix (method §2: the research code
+puts it in the first round and loses it after 16 s). Every second's target is its words followed
+by the silence marker " ..."; a silent second is just " ...". Text pieces are tokenised one at a
+time, always the same way, so a prompt rendered for training and the engine's prompt for the same
+seconds are token-identical.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from ..cache.layout import Kind, Span
+from ..config import DEFAULT_SYSTEM_PROMPT
+
+SILENCE = " ..."
+MEMORY_ROLE = "previous text"
+
+
+def time_text(start: float, end: float) -> str:
+    return f"Time={start:.1f}-{end:.1f}s"
+
+
+@dataclass
+class Renderer:
+    tokenizer: object
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+    def __post_init__(self):
+        vocab = self.tokenizer.get_vocab()
+        self.im_start = vocab["<|im_start|>"]
+        self.im_end = vocab["<|im_end|>"]
+        self.vision_start = vocab["<|vision_start|>"]
+        self.vision_end = vocab["<|vision_end|>"]
+        self.video_pad = vocab["<|video_pad|>"]
+        self.newline = self.encode("\n")
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def turn_open(self, role: str) -> list[int]:
+        return [self.im_start, *self.encode(f"{role}\n")]
+
+    def turn_close(self) -> list[int]:
+        return [self.im_end, *self.newline]
+
+    # -- spans ------------------------------------------------------------------------------
+    def prefix(self, query: str | None = None, previous_text: str = "") -> list[Span]:
+        ids = [*self.turn_open("system"), *self.encode(self.system_prompt), *self.turn_close()]
+        if query:
+            ids += [*self.turn_open("user"), *self.encode(query), *self.turn_close()]
+        ids += self.turn_open(MEMORY_ROLE)
+        return [
+            Span(Kind.PREFIX, ids),
+            Span(Kind.MEMORY, self.encode(previous_text)),
+            Span(Kind.MEMORY_END, self.turn_close()),
+        ]
+
+    def round(self, index: int, start: float, end: float, vision_offsets: torch.Tensor) -> list[Span]:
+        """A second's user turn and the assistant header the reply follows."""
+        n = vision_offsets.shape[1]
+        return [
+            Span(Kind.USER_OPEN, self.turn_open("user"), index),
+            Span(Kind.TIME, self.encode(time_text(start, end)), index),
+            Span(Kind.VISION_OPEN, [self.vision_start], index),
+            Span(Kind.VISION, [self.video_pad] * n, index, rel=vision_offsets),
+            Span(Kind.VISION_CLOSE, [self.vision_end], index),
+            Span(Kind.USER_CLOSE, self.turn_close(), index),
+            Span(Kind.REPLY_OPEN, self.turn_open("assistant"), index),
+        ]
+
+    def reply(self, index: int, text: str) -> list[Span]:
+        """A second's target reply (training): its words, then the silence marker and end of turn."""
+        words = " ".join(text.split())
+        return [
+            Span(Kind.REPLY, self.encode(f" {words}" if words else ""), index),
+            Span(Kind.REPLY_CLOSE, [*self.encode(SILENCE), *self.turn_close()], index),
+        ]
+
+    # -- generated replies ------------------------------------------------------------------
+    def content_length(self, generated: list[int]) -> int:
+        """How many leading generated tokens are commentary: drop `<|im_end|>` and a trailing " ..."."""
+        end = len(generated)
+        if end and generated[-1] == self.im_end:
+            end -= 1
+        for k in range(end - 1, -1, -1):  # shortest suffix first
+            tail = self.decode(generated[k:end]).strip()
+            if tail == SILENCE.strip():
+                return k
+            if len(tail) > len(SILENCE.strip()) or set(tail) - {"."}:
+                break
+        return end

@@ -1,0 +1,228 @@
+"""StreamingSession: the per-second loop evict -> prefill -> generate -> emit.
+
+    session = StreamingSession(load_model("model_dir"), StreamConfig(greedy=True))
+    for line in session.run(open_source("match.mp4")):
+        print(line.start, line.text)
+
+The session owns the layout (what is retained, at which positions), the K/V cache (the same rows,
+as a transformers `Cache`) and the policy that edits them. It knows nothing about files or HTTP:
+frames come in as arrays, commentary goes out as `Commentary` objects.
+"""
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import psutil
+import torch
+
+from ..cache import Kind, Layout, StreamingKVCache, make_policy
+from ..config import StreamConfig
+from ..models.load import LoadedModel
+from .decode import Sampler, banned_token_mask
+from .prompt import Renderer
+
+
+@dataclass
+class StepStats:
+    t: float  # stream time of the second, seconds
+    step_ms: float  # wall time of the whole step
+    evict_ms: float  # eviction, moves, re-rotation and position bookkeeping
+    prefill_ms: float  # vision encoding + prefill of the round
+    decode_ms: float  # token generation
+    new_tokens: int  # tokens generated this second (the closing <|im_end|> included)
+    cache_tokens: int  # rows in the K/V cache after the step
+    max_position: int  # largest position id held in the cache
+    kv_bytes: int  # bytes of retained keys + values
+    rss_mb: float  # process resident memory
+    peak_device_mb: float | None = None  # peak accelerator memory (CUDA only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Commentary:
+    start: float
+    end: float
+    text: str  # empty for silence
+    stats: StepStats
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "text": self.text}
+
+
+class StreamingSession:
+    def __init__(self, loaded: LoadedModel, config: StreamConfig | None = None):
+        self.loaded = loaded
+        self.config = config = config or StreamConfig()
+        config.validate()
+        self.model, self.processor, self.family = loaded.model, loaded.processor, loaded.family
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self.renderer = Renderer(loaded.tokenizer, config.system_prompt)
+        self.policy = make_policy(
+            config.policy,
+            vision_window=config.vision_window,
+            text_rounds=config.text_rounds,
+            text_sink=config.text_sink,
+            text_window=config.text_window,
+            reset_every=config.reset_every,
+        )
+        self.layout = Layout(contiguous=config.positions == "contiguous")
+        self.cache = StreamingKVCache(self.family.inv_freq(self.model))
+        vocab_size = self.model.config.text_config.vocab_size
+        self.sampler = Sampler(
+            banned_token_mask(loaded.tokenizer, vocab_size, allowed=(self.renderer.im_end,)),
+            greedy=config.greedy,
+            temperature=config.temperature,
+            repetition_penalty=config.repetition_penalty,
+            seed=config.seed,
+        )
+        self.vocab_size = vocab_size
+        self.round = 0
+        self.frame_size: tuple[int, int] | None = None  # resize target, fixed by the first frames
+        self.pixels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # round -> (pixels, grid) retained
+        self.evictions = 0  # steps at which the cache lost, moved or re-positioned rows
+        #: When a list, every logits vector the session computes is appended as
+        #: (evictions so far, tokens in the cache, logits): tests compare them with a full forward.
+        self.trace: list[tuple[int, int, torch.Tensor]] | None = None
+        self.layout.extend(self.renderer.prefix(config.query, config.previous_text))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, source: Iterable) -> Iterator[Commentary]:
+        """Step through a source of chunks (anything yielding objects with start, end, frames)."""
+        for chunk in source:
+            yield self.step(chunk.frames, chunk.start, chunk.end)
+
+    @torch.inference_mode()
+    def step(self, frames: np.ndarray, start: float | None = None, end: float | None = None) -> Commentary:
+        """Watch one second of frames (fps, H, W, 3) uint8 and return its commentary."""
+        t_step = self._now()
+        index = self.round
+        start = float(index) if start is None else float(start)
+        end = start + 1.0 if end is None else float(end)
+
+        # 1. evict: retire what the policy no longer keeps, re-index positions, re-rotate keys
+        self._evict(index)
+        t_prefill = self._now()
+
+        # 2. prefill: this second's user turn (and anything not yet in the cache)
+        frames = np.asarray(frames)
+        if self.frame_size is None:
+            self.frame_size = self.processor.target_size(frames.shape[1], frames.shape[2])
+        pixel_values, grid = self.processor(frames, size=self.frame_size)
+        offsets = self.family.vision_offsets(self.model.config, grid, self.config.fps)
+        self.pixels[index] = (pixel_values, grid)
+        self.layout.extend(self.renderer.round(index, start, end, offsets))
+        logits = self._feed()
+        t_decode = self._now()
+
+        # 3. generate this second's reply
+        generated = self._generate(logits, index)
+        n_content = self.renderer.content_length(generated)
+        self._close_reply(index, generated, n_content)
+        text = self.renderer.decode(generated[:n_content]).strip()
+        t_done = self._now()
+
+        self.round += 1
+        stats = StepStats(
+            t=start,
+            step_ms=1000 * (t_done - t_step),
+            evict_ms=1000 * (t_prefill - t_step),
+            prefill_ms=1000 * (t_decode - t_prefill),
+            decode_ms=1000 * (t_done - t_decode),
+            new_tokens=len(generated),
+            cache_tokens=self.cache.rows,
+            max_position=self.max_position(),
+            kv_bytes=self.cache.kv_bytes(),
+            rss_mb=psutil.Process().memory_info().rss / 2**20,
+            peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None,
+        )
+        return Commentary(start, end, text, stats)
+
+    def max_position(self) -> int:
+        """Largest position id among the tokens in the cache."""
+        fed = [s.pos[:, : s.fed] for s in self.layout.spans if s.fed]
+        return int(torch.cat(fed, dim=1).max()) if fed else -1
+
+    # -- steps ------------------------------------------------------------------------------
+    def _evict(self, index: int) -> None:
+        last = self.layout.spans[-1]
+        if last.fed < last.n and self.policy.moves_reply_of(last.round, index):
+            self._feed()  # commentary about to move must be in the cache first
+        rows_before = self.cache.rows
+        self.policy.retire(self.layout, index)
+        if self.policy.recompute:
+            self.layout.unfeed()
+            self.cache.reset()
+        src, delta = self.layout.commit()
+        if src.numel() != rows_before or bool((src != torch.arange(src.numel())).any() or delta.any()):
+            self.evictions += 1
+        self.cache.reindex(src, delta)
+        kept = {s.round for s in self.layout.spans if s.kind == Kind.VISION}
+        self.pixels = {r: v for r, v in self.pixels.items() if r in kept or r == index}
+
+    def _feed(self) -> torch.Tensor:
+        """Run the model over every token not yet in the cache; return the last position's logits."""
+        ids, positions, vision = self.layout.unfed()
+        kwargs = {}
+        if vision:
+            pixels = [self.pixels[span.round] for span in vision]
+            kwargs["pixel_values_videos"] = torch.cat([p for p, _ in pixels]).to(self.device, self.dtype)
+            kwargs["video_grid_thw"] = torch.stack([g for _, g in pixels]).to(self.device)
+        out = self.model(
+            input_ids=ids[None].to(self.device),
+            position_ids=positions[:, None, :].to(self.device),
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        self.layout.mark_fed()
+        logits = out.logits[0, -1]
+        if self.trace is not None:
+            self.trace.append((self.evictions, self.layout.fed_rows, logits.float().cpu().clone()))
+        return logits
+
+    def _generate(self, logits: torch.Tensor, index: int) -> list[int]:
+        seen = None
+        if self.sampler.repetition_penalty != 1.0:
+            seen = torch.zeros(self.vocab_size, dtype=torch.bool)
+            seen[self.layout.token_ids()] = True
+        generated: list[int] = []
+        for k in range(self.config.max_new_tokens):
+            token = self.sampler(logits, seen)
+            generated.append(token)
+            if seen is not None:
+                seen[token] = True
+            if token == self.renderer.im_end or k == self.config.max_new_tokens - 1:
+                break
+            self.layout.append_tokens(Kind.REPLY, index, [token])
+            logits = self._feed()
+        return generated
+
+    def _close_reply(self, index: int, generated: list[int], n_content: int) -> None:
+        """Give the reply its final shape: content (REPLY) then silence marker + end of turn.
+
+        All generated tokens but the last are in the cache already; the last one and the closing
+        tokens are fed with the next second's prefill. A reply cut at the token limit gets a closing
+        `<|im_end|>` so the turn structure stays well formed.
+        """
+        fed = len(generated) - 1
+        if n_content < fed:
+            self.layout.split_last(n_content, Kind.REPLY_CLOSE)  # the last span is the reply so far
+        last = generated[-1]
+        close = self.renderer.turn_close()
+        if n_content == len(generated):
+            self.layout.append_tokens(Kind.REPLY, index, [last])
+        elif last != self.renderer.im_end:
+            close = [last, *close]
+        self.layout.append_tokens(Kind.REPLY_CLOSE, index, close)
+
+    @staticmethod
+    def _now() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()

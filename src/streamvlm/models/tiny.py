@@ -1,0 +1,195 @@
+"""Tiny random-weight checkpoints in the standard HF layout, for tests and offline use.
+
+`write_tiny_checkpoint(dir)` writes config + safetensors weights, a byte-level BPE tokenizer trained
+here with Qwen's pre-tokenizer, special tokens and chat template, and the processor configs — the
+same files a hub checkpoint has, so `load_model` reads them through the same code path.
+"""
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+from transformers.utils import logging as hf_logging
+
+from .arch import FAMILIES
+from .processor import VideoProcessor
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+#: Qwen2-VL / Qwen2.5-VL chat template (as published with the models).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_WORDS = (
+    "the ball goes over to red blue team player serves returns scores misses point match game set "
+    "great shot what a rally and now he she they is are was were in on at it this that here there "
+    "commentate describe video watch stream live second minute time score lead tied again fast slow "
+    "left right middle top bottom corner wall net paddle hit back long short nice close call win wins "
+    "you helpful assistant system user previous text please keep going look at"
+).split()
+
+
+def training_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
+    """A small deterministic English-like corpus with the chat layout's recurring strings."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(lines):
+        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
+        a = rng.randint(0, 3600)
+        out.append(f"Time={a:.1f}-{a + 1:.1f}s {words.capitalize()}! Red {rng.randint(0, 30)}, Blue {i % 31} ...")
+    return out
+
+
+def train_tokenizer(vocab_size: int = 1024, seed: int = 0) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with Qwen2's pre-tokenizer; special tokens get the ids after the vocabulary."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+        show_progress=False,
+    )
+    tok.train_from_iterator(training_corpus(seed), trainer)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIAL_TOKENS])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@dataclass
+class TinySpec:
+    """Shapes of a tiny model. Rules: sum(mrope_section) = head_dim / 2; vision head dim % 4 == 0."""
+
+    arch: str = "qwen2_5_vl"
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 128
+    mrope_section: tuple[int, int, int] = (2, 3, 3)
+    vision_depth: int = 2
+    vision_hidden: int = 32
+    vision_heads: int = 2
+    vocab_size: int = 1024
+    #: Pixel budget per frame for streaming with this model: 112x112 frames -> 16 tokens/frame.
+    min_pixels: int = 28 * 28
+    max_pixels: int = 112 * 112
+
+
+def tiny_config(spec: TinySpec, tokenizer):
+    family = FAMILIES[spec.arch]
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in _ID_TOKENS.items()}
+    vocab = -(-len(tokenizer) // 64) * 64  # padded like the real checkpoints (never sampled past the tokenizer)
+    head_dim = spec.hidden_size // spec.heads
+    if 2 * sum(spec.mrope_section) != head_dim:
+        raise ValueError(f"sum(mrope_section) must be head_dim/2 = {head_dim // 2}")
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=32768,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=list(spec.mrope_section)),
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+    )
+    vision = dict(depth=spec.vision_depth, num_heads=spec.vision_heads, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    if spec.arch == "qwen2_5_vl":
+        vision.update(hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
+                      out_hidden_size=spec.hidden_size, window_size=56, fullatt_block_indexes=[spec.vision_depth - 1],
+                      tokens_per_second=2)
+    else:
+        vision.update(embed_dim=spec.vision_hidden, hidden_size=spec.hidden_size, mlp_ratio=2)
+    return family.config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["image"],
+        video_token_id=ids["video"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+    )
+
+
+_ID_TOKENS = {
+    "bos": "<|endoftext|>",
+    "eos": "<|im_end|>",
+    "pad": "<|endoftext|>",
+    "image": "<|image_pad|>",
+    "video": "<|video_pad|>",
+    "vision_start": "<|vision_start|>",
+    "vision_end": "<|vision_end|>",
+}
+
+
+def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None) -> Path:
+    """Write a random-weight tiny checkpoint with tokenizer and processor files; returns the dir."""
+    spec = spec or TinySpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(spec.vocab_size)
+    config = tiny_config(spec, tokenizer)
+    torch.manual_seed(seed)
+    model = FAMILIES[spec.arch].model_class(config).eval()
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.bos_token_id = config.text_config.bos_token_id
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out)
+    finally:
+        hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(out)
+    processor = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)  # HF's image defaults
+    hf_proc = {**processor.to_dict(), "image_processor_type": "Qwen2VLImageProcessor",
+               "processor_class": "Qwen2_5_VLProcessor" if spec.arch == "qwen2_5_vl" else "Qwen2VLProcessor"}
+    (out / "preprocessor_config.json").write_text(json.dumps(hf_proc, indent=2) + "\n")
+    streamvlm = {"min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels, "tiny_spec": asdict(spec), "seed": seed}
+    (out / "streamvlm.json").write_text(json.dumps(streamvlm, indent=2) + "\n")
+    return out
