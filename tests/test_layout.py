@@ -1,0 +1,101 @@
+"""Spans, plans and policies without a model."""
+
+import torch
+
+from streamvlm.cache import Kind, Layout, Span, make_policy
+
+
+def vision_offsets(h=2, w=3):
+    hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack((torch.zeros(h * w, dtype=torch.long), hh.reshape(-1), ww.reshape(-1)))
+
+
+def round_spans(r, reply=(7, 8)):
+    return [
+        Span(Kind.USER_OPEN, [1, 2], r),
+        Span(Kind.TIME, [3], r),
+        Span(Kind.VISION_OPEN, [4], r),
+        Span(Kind.VISION, [5] * 6, r, rel=vision_offsets()),
+        Span(Kind.VISION_CLOSE, [6], r),
+        Span(Kind.USER_CLOSE, [1, 2], r),
+        Span(Kind.REPLY_OPEN, [1, 2], r),
+        Span(Kind.REPLY, list(reply), r),
+        Span(Kind.REPLY_CLOSE, [9, 1, 2], r),
+    ]
+
+
+def build(rounds, contiguous=True):
+    layout = Layout(contiguous)
+    layout.extend([Span(Kind.PREFIX, [1, 2, 3]), Span(Kind.MEMORY, [10, 11]), Span(Kind.MEMORY_END, [1, 2])])
+    for r in range(rounds):
+        layout.extend(round_spans(r, reply=(20 + r, 30 + r)))
+    layout.mark_fed()
+    layout.commit()
+    return layout
+
+
+def test_vision_span_advances_by_its_extent():
+    layout = build(1)
+    vision = layout.find(Kind.VISION, 0)
+    start = int(vision.pos[0, 0])
+    assert vision.extent == 3  # max(h, w) offsets + 1
+    assert int(layout.find(Kind.VISION_CLOSE, 0).pos[0, 0]) == start + 3
+    assert torch.equal(vision.pos[1], start + vision_offsets()[1])
+
+
+def test_streaming_moves_reply_into_memory_and_reindexes():
+    layout = build(3)
+    before = layout.token_ids()
+    make_policy("streaming", vision_window=2, text_rounds=2, text_sink=1, text_window=2).retire(layout, 2)
+    src, delta = layout.commit()
+    memory = layout.find(Kind.MEMORY)
+    # memory was [10, 11]; round 0's reply [20, 30] moved in; cut to head 1 + tail 2
+    assert memory.ids.tolist() == [10, 20, 30]
+    assert layout.rounds() == [1, 2]
+    assert torch.equal(layout.token_ids(), before[src])  # the plan keeps exactly the retained rows
+    pos = layout.positions()
+    assert pos[0, 0] == 0 and bool((delta[:3] == 0).all())  # prefix untouched
+    text_pos = pos[:, [i for i, s in enumerate(layout.spans) if s.kind != Kind.VISION]]
+    assert text_pos.shape[1] > 0
+
+
+def test_positions_are_contiguous_after_commit():
+    layout = build(4)
+    make_policy("streaming", vision_window=1, text_rounds=3, text_sink=0, text_window=1).retire(layout, 4)
+    layout.commit()
+    expected = 0
+    for span in layout.spans:
+        assert int(span.pos[0].min()) == expected
+        expected += span.extent
+    assert layout.max_position() == expected - 1
+
+
+def test_append_positions_leave_gaps_and_keep_growing():
+    layout = build(3, contiguous=False)
+    end = layout.next_position
+    make_policy("streaming", vision_window=1, text_rounds=1, text_sink=0, text_window=0).retire(layout, 3)
+    src, delta = layout.commit()
+    assert not delta.any()
+    assert layout.next_position == end
+    layout.extend(round_spans(3))
+    assert int(layout.find(Kind.USER_OPEN, 3).pos[0, 0]) == end
+
+
+def test_sliding_resets_and_full_keeps():
+    layout = build(4)
+    make_policy("full").retire(layout, 4)
+    assert layout.rounds() == [0, 1, 2, 3]
+    make_policy("sliding", reset_every=4).retire(layout, 4)
+    assert layout.rounds() == []
+    assert [s.kind for s in layout.spans] == [Kind.PREFIX, Kind.MEMORY, Kind.MEMORY_END]
+
+
+def test_uneven_windows_keep_the_turn_shell():
+    layout = build(3)
+    make_policy("streaming", vision_window=3, text_rounds=1, text_sink=9, text_window=9).retire(layout, 2)
+    kinds0 = [s.kind for s in layout.spans if s.round == 0]
+    assert kinds0 == [Kind.USER_OPEN, Kind.VISION_OPEN, Kind.VISION, Kind.VISION_CLOSE, Kind.USER_CLOSE]
+    layout = build(3)
+    make_policy("streaming", vision_window=1, text_rounds=3, text_sink=9, text_window=9).retire(layout, 3)
+    kinds1 = [s.kind for s in layout.spans if s.round == 1]
+    assert Kind.VISION not in kinds1 and Kind.REPLY in kinds1 and Kind.USER_OPEN in kinds1
