@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 def _isolated_cache(tmp_path_factory):
     """The default model is written to a per-run cache, never to the user's home."""
     os.environ["STREAMVLM_CACHE"] = str(tmp_path_factory.mktemp("streamvlm-cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach for the network
 
 
 @pytest.fixture(scope="session")

@@ -101,9 +101,9 @@ class Renderer:
         if end and generated[-1] == self.im_end:
             end -= 1
         for k in range(end - 1, -1, -1):  # shortest suffix first
-            tail = self.decode(generated[k:end]).strip()
-            if tail == SILENCE.strip():
+            tail = self.decode(generated[k:end]).rstrip()
+            if tail == SILENCE:
                 return k
-            if len(tail) > len(SILENCE.strip()) or set(tail) - {"."}:
+            if tail.strip(" .") or len(tail) > len(SILENCE):
                 break
         return end

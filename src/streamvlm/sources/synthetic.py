@@ -40,7 +40,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 2, co
             if stream is None:
                 stream = container.add_stream(codec, rate=Fraction(fps))
                 stream.height, stream.width = frame.shape[0], frame.shape[1]
-                stream.pix_fmt = "yuv420p"
+                stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
                 stream.codec_context.gop_size = 2 * fps
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
