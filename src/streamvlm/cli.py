@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--debug", action="store_true", help="show tracebacks")
     demo.set_defaults(func=cmd_demo)
 
+    clip = sub.add_parser("make-clip", help="write a generated video (moving shapes) to a file")
+    clip.add_argument("out", help="output video, e.g. clip.mp4")
+    clip.add_argument("--seconds", type=positive_int, default=60, help="length (default 60)")
+    clip.add_argument("--fps", type=positive_int, default=2, help="frames per second (default 2)")
+    clip.add_argument("--size", default="320x240", help="frame size WxH (default 320x240)")
+    clip.add_argument("--seed", type=int, default=0)
+    clip.add_argument("--debug", action="store_true", help="show tracebacks")
+    clip.set_defaults(func=cmd_make_clip)
+
     tiny = sub.add_parser("tiny-model", help="write a tiny random-weight checkpoint (tests, offline use)")
     tiny.add_argument("dir", help="output directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -154,10 +163,7 @@ def cmd_demo(args) -> int:
     from .runner import load_for_run, stream_to_files
     from .sources import ArraySource, synthetic_frames
 
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise StreamvlmError(f"--size {args.size}: expected WxH, e.g. 112x112") from None
+    width, height = parse_size(args.size)
     loaded = load_for_run(args.model, "cpu", None, None, None, quiet=False)
     config = StreamConfig.from_dict(loaded.defaults.get("stream", {}))
     source = ArraySource(synthetic_frames(args.seconds, config.fps, (height, width)), config.fps)
@@ -165,6 +171,24 @@ def cmd_demo(args) -> int:
     stream_to_files(loaded, config, source, out=args.out, stats=args.stats, quiet=False)
     print(f"commentary: {args.out}  statistics: {args.stats}", file=sys.stderr)
     return 0
+
+
+def cmd_make_clip(args) -> int:
+    from .sources import synthetic_frames, write_video
+
+    width, height = parse_size(args.size)
+    print(write_video(args.out, synthetic_frames(args.seconds, args.fps, (height, width), args.seed), args.fps))
+    return 0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise StreamvlmError(f"--size {text}: expected WxH, e.g. 320x240") from None
+    if width < 2 or height < 2 or width % 2 or height % 2:
+        raise StreamvlmError(f"--size {text}: width and height must be even and >= 2")
+    return width, height
 
 
 def cmd_tiny_model(args) -> int:
