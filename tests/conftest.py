@@ -33,7 +33,9 @@ def tiny_one_layer(tmp_path_factory):
     """One text layer: every cached K/V depends only on its own token (or second) and position."""
     from streamvlm.models import TinySpec, load_model, write_tiny_checkpoint
 
-    return load_model(str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny1"), seed=1, spec=TinySpec(layers=1))))
+    return load_model(
+        str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny1"), seed=1, spec=TinySpec(layers=1)))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -41,4 +43,6 @@ def clip(tmp_path_factory):
     """A 12 s generated H.264 clip, 2 fps, 112x84."""
     from streamvlm.sources import synthetic_frames, write_video
 
-    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", synthetic_frames(12, 2, (84, 112)), fps=2)
+    return write_video(
+        tmp_path_factory.mktemp("clip") / "clip.mp4", synthetic_frames(12, 2, (84, 112)), fps=2
+    )

@@ -22,11 +22,18 @@ def test_thirty_minute_stream_is_bounded(tiny):
     # per round at most: its structure (user turn, time, vision, reply header) + generated tokens
     # + the closing <|im_end|>\n appended when the token limit cuts a reply
     structure = max(
-        sum(s.n for s in session.layout.spans if s.round == r and s.kind not in (Kind.REPLY, Kind.REPLY_CLOSE))
+        sum(
+            s.n for s in session.layout.spans if s.round == r and s.kind not in (Kind.REPLY, Kind.REPLY_CLOSE)
+        )
         for r in session.layout.rounds()
     )
     per_round = structure + config.max_new_tokens + 2
-    bound = prefix + config.text_sink + config.text_window + max(config.vision_window, config.text_rounds) * per_round
+    bound = (
+        prefix
+        + config.text_sink
+        + config.text_window
+        + max(config.vision_window, config.text_rounds) * per_round
+    )
     tokens = torch.tensor([s.cache_tokens for s in stats])
     positions = torch.tensor([s.max_position for s in stats])
     assert session.layout.find(Kind.MEMORY).n == config.text_sink + config.text_window  # memory is full
@@ -34,15 +41,22 @@ def test_thirty_minute_stream_is_bounded(tiny):
     # flat once full: the second half never exceeds what the first half after filling reached
     filled = int((tokens >= tokens[-1] - per_round).nonzero()[0, 0])
     assert filled < 900
-    assert int(tokens[900:].max()) <= int(tokens[filled:900].max()) + config.text_rounds * config.max_new_tokens
-    assert int(positions[900:].max()) <= int(positions[filled:900].max()) + config.text_rounds * config.max_new_tokens
-    assert stats[-1].kv_bytes == session.cache.kv_bytes() <= bound * stats[-1].kv_bytes // stats[-1].cache_tokens
+    assert (
+        int(tokens[900:].max()) <= int(tokens[filled:900].max()) + config.text_rounds * config.max_new_tokens
+    )
+    assert (
+        int(positions[900:].max())
+        <= int(positions[filled:900].max()) + config.text_rounds * config.max_new_tokens
+    )
+    assert (
+        stats[-1].kv_bytes == session.cache.kv_bytes() <= bound * stats[-1].kv_bytes // stats[-1].cache_tokens
+    )
 
 
 def test_full_attention_grows(tiny):
     _, stats = run(tiny, 30, policy="full")
     tokens = [s.cache_tokens for s in stats]
-    assert all(b > a for a, b in zip(tokens, tokens[1:]))
+    assert all(b > a for a, b in zip(tokens, tokens[1:], strict=False))
     assert stats[-1].max_position > stats[0].max_position + 30 * 4
 
 

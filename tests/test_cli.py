@@ -16,14 +16,38 @@ from streamvlm.sources import synthetic_frames, write_video
 
 
 def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "streamvlm", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "streamvlm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def test_run_end_to_end_all_formats(tiny_dir, clip, tmp_path):
     out, stats = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
-    common = ["run", clip, "--model", tiny_dir, "--seconds", 10, "--start", 1, "--vision-window", 4, "--text-rounds",
-              4, "--greedy", "--max-new-tokens", 6, "--query", "Commentate on this match", "--previous-text", "Red leads."]
+    common = [
+        "run",
+        clip,
+        "--model",
+        tiny_dir,
+        "--seconds",
+        10,
+        "--start",
+        1,
+        "--vision-window",
+        4,
+        "--text-rounds",
+        4,
+        "--greedy",
+        "--max-new-tokens",
+        6,
+        "--query",
+        "Commentate on this match",
+        "--previous-text",
+        "Red leads.",
+    ]
     r = cli(*common, "--out", out, "--stats", stats)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -70,7 +94,10 @@ def test_tiny_model_command_and_default_model(tmp_path, clip):
     [
         (["run", "{missing}"], "does not exist"),
         (["run", "{text}"], "not a readable video"),
-        (["run", "{clip}", "--model", "{tiny}", "--seconds", "30"], "ends at 12.0 s, before the requested 30 s"),
+        (
+            ["run", "{clip}", "--model", "{tiny}", "--seconds", "30"],
+            "ends at 12.0 s, before the requested 30 s",
+        ),
         (["run", "{clip}", "--model", "{missing}"], "model directory"),
         (["run", "{clip}", "--model", "{tiny}", "--out", "{tmp}/x.txt"], "unknown format"),
         (["run", "{clip}", "--greedy", "--temperature", "0.5"], "not allowed with argument --greedy"),
@@ -107,9 +134,25 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_ctrl_c_flushes_the_output(tiny_dir, tmp_path):
     long_clip = write_video(tmp_path / "long.mp4", synthetic_frames(900, 2, (28, 28)), fps=2)
     out = tmp_path / "live.srt"
-    proc = subprocess.Popen([sys.executable, "-m", "streamvlm", "run", str(long_clip), "--model", str(tiny_dir),
-                             "--out", str(out), "--quiet", "--temperature", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamvlm",
+            "run",
+            str(long_clip),
+            "--model",
+            str(tiny_dir),
+            "--out",
+            str(out),
+            "--quiet",
+            "--temperature",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("-->") < 5):
         time.sleep(0.2)

@@ -31,7 +31,10 @@ def assert_trace_matches_reference(session, positions=None, atol=1e-5):
     checked = [(n, logits) for epoch, n, logits in session.trace if epoch == session.evictions]
     assert checked, "nothing to compare"
     for n, logits in checked:
-        assert torch.allclose(logits, reference[n - 1], atol=atol, rtol=0), (n, (logits - reference[n - 1]).abs().max())
+        assert torch.allclose(logits, reference[n - 1], atol=atol, rtol=0), (
+            n,
+            (logits - reference[n - 1]).abs().max(),
+        )
     return len(checked)
 
 
@@ -46,8 +49,16 @@ def test_exact_without_eviction(tiny, policy):
 
 @pytest.mark.parametrize("vision_window,text_rounds", [(3, 2), (2, 3), (1, 1)])
 def test_positions_contiguous_after_many_evictions(tiny, vision_window, text_rounds):
-    session = stream(tiny, 40, vision_window=vision_window, text_rounds=text_rounds, text_sink=6, text_window=9,
-                     greedy=False, temperature=2.0)
+    session = stream(
+        tiny,
+        40,
+        vision_window=vision_window,
+        text_rounds=text_rounds,
+        text_sink=6,
+        text_window=9,
+        greedy=False,
+        temperature=2.0,
+    )
     assert session.evictions >= 35
     ids, pos = fed_ids_positions(session)
     _, grids = retained_vision(session)
@@ -57,15 +68,21 @@ def test_positions_contiguous_after_many_evictions(tiny, vision_window, text_rou
 
 
 def test_rerotated_keys_equal_fresh_keys_and_sinks_never_change(tiny):
-    session = StreamingSession(tiny, StreamConfig(vision_window=2, text_rounds=3, text_sink=4, text_window=6,
-                                                  temperature=2.0, max_new_tokens=4))
+    session = StreamingSession(
+        tiny,
+        StreamConfig(
+            vision_window=2, text_rounds=3, text_sink=4, text_window=6, temperature=2.0, max_new_tokens=4
+        ),
+    )
     frames = ArraySource(synthetic_frames(30, 2, (56, 84)), 2)
     sinks = None
     for i, _ in enumerate(session.run(frames)):
         if i == 0:
             n_prefix = session.layout.find(Kind.PREFIX).n
-            sinks = [(layer.keys[:, :, :n_prefix].clone(), layer.values[:, :, :n_prefix].clone())
-                     for layer in session.cache.layers]
+            sinks = [
+                (layer.keys[:, :, :n_prefix].clone(), layer.values[:, :, :n_prefix].clone())
+                for layer in session.cache.layers
+            ]
     assert session.evictions >= 25
     ids, pos = fed_ids_positions(session)
     pixels, grids = retained_vision(session)
@@ -73,9 +90,13 @@ def test_rerotated_keys_equal_fresh_keys_and_sinks_never_change(tiny):
     full_forward(session.model, ids, pixels, grids, positions=pos, cache=fresh)
     rows = session.cache.rows
     assert torch.allclose(session.cache.layers[0].keys[:, :, :rows], fresh.layers[0].keys, atol=1e-5, rtol=0)
-    assert torch.allclose(session.cache.layers[0].values[:, :, :rows], fresh.layers[0].values, atol=1e-5, rtol=0)
-    for layer, (k, v) in zip(session.cache.layers, sinks):
-        assert torch.equal(layer.keys[:, :, : k.shape[2]], k) and torch.equal(layer.values[:, :, : v.shape[2]], v)
+    assert torch.allclose(
+        session.cache.layers[0].values[:, :, :rows], fresh.layers[0].values, atol=1e-5, rtol=0
+    )
+    for layer, (k, v) in zip(session.cache.layers, sinks, strict=True):
+        assert torch.equal(layer.keys[:, :, : k.shape[2]], k) and torch.equal(
+            layer.values[:, :, : v.shape[2]], v
+        )
 
 
 EVICTING = [
@@ -108,7 +129,16 @@ def test_one_layer_exact_after_evictions(tiny_one_layer, options):
 
 def test_recompute_matches_from_scratch_prefill(tiny):
     """Recompute re-encodes the window: exact for any depth, against get_rope_index positions."""
-    session = stream(tiny, 20, policy="recompute", vision_window=3, text_rounds=3, text_sink=4, text_window=4,
-                     greedy=False, temperature=2.0)
+    session = stream(
+        tiny,
+        20,
+        policy="recompute",
+        vision_window=3,
+        text_rounds=3,
+        text_sink=4,
+        text_window=4,
+        greedy=False,
+        temperature=2.0,
+    )
     assert session.evictions == 19  # every step but the first
     assert_trace_matches_reference(session, positions=None)

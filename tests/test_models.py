@@ -19,7 +19,9 @@ from streamvlm.sources import ArraySource, synthetic_frames
 def test_processor_matches_hf_image_processor(size):
     """Two identical frames patchify exactly like Qwen2VLImageProcessorPil on that frame."""
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-    hf = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=28 * 28 * 64)(images=[image], return_tensors="np")
+    hf = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=28 * 28 * 64)(
+        images=[image], return_tensors="np"
+    )
     pixels, grid = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64)(np.stack([image, image]))
     assert np.array_equal(hf["pixel_values"], pixels.numpy())
     assert grid.tolist() == hf["image_grid_thw"][0].tolist()
@@ -43,8 +45,14 @@ def test_processor_streaming_budget():
 def test_tiny_checkpoint_loads_by_path(tiny_dir):
     loaded = load_model(str(tiny_dir))
     files = {p.name for p in tiny_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "preprocessor_config.json", "chat_template.jinja"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "chat_template.jinja",
+    } <= files
     assert loaded.tokenizer.convert_tokens_to_ids("<|video_pad|>") == loaded.config.video_token_id
     assert loaded.config.text_config.vocab_size >= len(loaded.tokenizer)
 
@@ -64,15 +72,23 @@ def test_public_key_layout_loads_through_same_code(tiny_dir, tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "streamvlm.json"):
         (legacy / name).write_bytes((tiny_dir / name).read_bytes())
     weights = load_file(tiny_dir / "model.safetensors")
-    renamed = {re.sub(r"^model\.visual\.", "visual.", re.sub(r"^model\.language_model\.", "model.", k)): v
-               for k, v in weights.items()}
-    assert any(k.startswith("visual.") for k in renamed) and any(k.startswith("model.layers.") for k in renamed)
+    renamed = {
+        re.sub(r"^model\.visual\.", "visual.", re.sub(r"^model\.language_model\.", "model.", k)): v
+        for k, v in weights.items()
+    }
+    assert any(k.startswith("visual.") for k in renamed) and any(
+        k.startswith("model.layers.") for k in renamed
+    )
     save_file(renamed, legacy / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((tiny_dir / "config.json").read_text())
     text = config.pop("text_config")
     rope = text.pop("rope_parameters")
-    flat = {**config, **{k: v for k, v in text.items() if k not in ("model_type", "layer_types")},
-            "rope_scaling": {"type": "mrope", "mrope_section": rope["mrope_section"]}, "rope_theta": rope["rope_theta"]}
+    flat = {
+        **config,
+        **{k: v for k, v in text.items() if k not in ("model_type", "layer_types")},
+        "rope_scaling": {"type": "mrope", "mrope_section": rope["mrope_section"]},
+        "rope_theta": rope["rope_theta"],
+    }
     flat["vision_config"]["model_type"] = "qwen2_5_vl"  # as in the published config.json
     (legacy / "config.json").write_text(json.dumps(flat))
     assert torch.equal(_logits(load_model(str(legacy))), _logits(load_model(str(tiny_dir))))
@@ -99,7 +115,9 @@ def test_missing_files_and_unknown_architecture(tiny_dir, tmp_path):
     other.mkdir()
     for name in ("model.safetensors", "tokenizer.json"):
         (other / name).write_bytes((tiny_dir / name).read_bytes())
-    (other / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (other / "config.json").write_text(
+        json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    )
     with pytest.raises(ModelLoadError, match="unsupported architecture 'llama'"):
         load_model(str(other))
     with pytest.raises(ModelLoadError, match="Hugging Face Hub"):

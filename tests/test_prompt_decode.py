@@ -47,7 +47,9 @@ def test_content_length_strips_only_the_silence_marker(tiny):
 
 def test_reply_turns_stay_well_formed(tiny):
     """Whatever is generated (silence, words, cut at the limit), each turn ends `<|im_end|>\\n`."""
-    session = StreamingSession(tiny, StreamConfig(temperature=3.0, max_new_tokens=3, vision_window=4, text_rounds=4))
+    session = StreamingSession(
+        tiny, StreamConfig(temperature=3.0, max_new_tokens=3, vision_window=4, text_rounds=4)
+    )
     from streamvlm.sources import ArraySource, synthetic_frames
 
     for _ in session.run(ArraySource(synthetic_frames(12, 2, (56, 56)), 2)):
@@ -64,7 +66,7 @@ def test_structural_tokens_are_never_sampled(tiny):
     banned = banned_token_mask(tiny.tokenizer, vocab, allowed=(im_end,))
     for token in ("<|video_pad|>", "<|image_pad|>", "<|vision_start|>", "<|im_start|>", "<|endoftext|>"):
         assert banned[tiny.tokenizer.convert_tokens_to_ids(token)]
-    assert not banned[im_end] and banned[len(tiny.tokenizer):].all() and not banned[:100].any()
+    assert not banned[im_end] and banned[len(tiny.tokenizer) :].all() and not banned[:100].any()
     logits = torch.zeros(vocab)
     logits[banned] = 1e4  # make every forbidden token overwhelmingly likely
     sampler = Sampler(banned, temperature=1.0, seed=0)
@@ -98,8 +100,17 @@ def test_sampling_is_seeded(tiny):
     assert texts(1) != texts(2)
 
 
-@pytest.mark.parametrize("bad", [dict(fps=0), dict(policy="nope"), dict(vision_window=0), dict(temperature=0),
-                                 dict(positions="sideways"), dict(max_new_tokens=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(fps=0),
+        dict(policy="nope"),
+        dict(vision_window=0),
+        dict(temperature=0),
+        dict(positions="sideways"),
+        dict(max_new_tokens=0),
+    ],
+)
 def test_config_rejects_bad_values(bad):
     from streamvlm.errors import StreamvlmError
 

@@ -73,7 +73,9 @@ def test_reindex_reorders_drops_and_keeps_values():
     assert cache.get_seq_length() == 6
     assert torch.equal(cache.layers[0].values[:, :, :6], v[:, :, src])
     assert torch.equal(cache.layers[0].keys[:, :, :3], k[:, :, :3])
-    assert torch.allclose(cache.layers[0].keys[:, :, 3:6], rotate_keys(k[:, :, src[3:]], delta[3:], inv_freq()))
+    assert torch.allclose(
+        cache.layers[0].keys[:, :, 3:6], rotate_keys(k[:, :, src[3:]], delta[3:], inv_freq())
+    )
     assert cache.get_mask_sizes(5, 0) == (11, 0)
     with pytest.raises(IndexError):
         cache.reindex(torch.tensor([9]), torch.tensor([0]))

@@ -30,7 +30,9 @@ def test_samples_the_frame_shown_at_each_time(fast_clip):
     assert len(chunks) == 10
     for chunk in chunks:
         for j, frame in enumerate(chunk.frames):
-            assert frame_index(frame) == int((chunk.start + j / 2) * 15 + 1e-6) % 12  # last frame with pts <= t
+            assert (
+                frame_index(frame) == int((chunk.start + j / 2) * 15 + 1e-6) % 12
+            )  # last frame with pts <= t
 
 
 def test_seek_lands_before_and_decodes_forward(fast_clip):
@@ -41,7 +43,9 @@ def test_seek_lands_before_and_decodes_forward(fast_clip):
         assert [c.start for c in part] == [start, start + 1, start + 2]
         for chunk in part:
             for j, frame in enumerate(chunk.frames):
-                assert frame_index(frame) == int((chunk.start + j / 2) * 15 + 1e-6) % 12  # last frame with pts <= t
+                assert (
+                    frame_index(frame) == int((chunk.start + j / 2) * 15 + 1e-6) % 12
+                )  # last frame with pts <= t
     assert np.array_equal(list(VideoFileSource(fast_clip, fps=2, start=3.0))[0].frames, whole[3].frames)
 
 

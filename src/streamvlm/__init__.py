@@ -1,9 +1,9 @@
 """streamvlm: a vision-language model watching an endless video stream, commenting second by second.
 
-    from streamvlm import StreamConfig, StreamingSession, load_model, open_source
-    session = StreamingSession(load_model("path/to/checkpoint"), StreamConfig(greedy=True))
-    for line in session.run(open_source("match.mp4")):
-        print(line.start, line.text)
+from streamvlm import StreamConfig, StreamingSession, load_model, open_source
+session = StreamingSession(load_model("path/to/checkpoint"), StreamConfig(greedy=True))
+for line in session.run(open_source("match.mp4")):
+    print(line.start, line.text)
 """
 
 __version__ = "0.1.0"

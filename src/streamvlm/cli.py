@@ -11,11 +11,10 @@ produced before an error or Ctrl-C is already in the --out / --stats files.
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 from . import __version__
-from .config import POSITIONS, StreamConfig
 from .cache.policy import POLICIES
+from .config import POSITIONS, StreamConfig
 from .errors import StreamvlmError
 
 
@@ -47,14 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streamvlm {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
-    run = sub.add_parser("run", help="stream a video file or a folder of images", description=RUN_HELP,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="stream a video file or a folder of images",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("source", help="video file (any format FFmpeg reads) or a folder of images")
     add_stream_options(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="stream a generated clip through the default model")
-    demo.add_argument("--seconds", type=positive_int, default=30, help="length of the generated clip (default 30)")
+    demo.add_argument(
+        "--seconds", type=positive_int, default=30, help="length of the generated clip (default 30)"
+    )
     demo.add_argument("--size", default="112x112", help="frame size WxH of the clip (default 112x112)")
     demo.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
     demo.add_argument("--out", default="out/demo.jsonl", help="commentary file (default out/demo.jsonl)")
@@ -92,21 +97,43 @@ Policies: streaming (the StreamingVLM cache), full (keep everything), sliding (r
 def add_stream_options(p: argparse.ArgumentParser) -> None:
     d = StreamConfig()
     p.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
-    p.add_argument("--fps", type=positive_int, default=d.fps, help=f"frames sampled per second (default {d.fps})")
+    p.add_argument(
+        "--fps", type=positive_int, default=d.fps, help=f"frames sampled per second (default {d.fps})"
+    )
     p.add_argument("--start", type=float, default=0.0, help="start time in the source, seconds (default 0)")
-    p.add_argument("--seconds", type=positive_int, default=None, help="seconds to stream (default: to the end)")
+    p.add_argument(
+        "--seconds", type=positive_int, default=None, help="seconds to stream (default: to the end)"
+    )
     p.add_argument("--policy", choices=POLICIES, default=d.policy, help="cache policy (default streaming)")
-    p.add_argument("--positions", choices=POSITIONS, default=d.positions,
-                   help="contiguous re-indexing or append (ablation) (default contiguous)")
-    p.add_argument("--vision-window", type=positive_int, default=d.vision_window, help="seconds of vision kept (16)")
-    p.add_argument("--text-rounds", type=positive_int, default=d.text_rounds, help="assistant turns kept (16)")
-    p.add_argument("--text-sink", type=non_negative_int, default=d.text_sink, help="text memory head, tokens (512)")
-    p.add_argument("--text-window", type=non_negative_int, default=d.text_window, help="text memory tail, tokens (512)")
-    p.add_argument("--reset-every", type=positive_int, default=None, help="sliding: reset period, s (= vision window)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens, help="per second (default 20)")
+    p.add_argument(
+        "--positions",
+        choices=POSITIONS,
+        default=d.positions,
+        help="contiguous re-indexing or append (ablation) (default contiguous)",
+    )
+    p.add_argument(
+        "--vision-window", type=positive_int, default=d.vision_window, help="seconds of vision kept (16)"
+    )
+    p.add_argument(
+        "--text-rounds", type=positive_int, default=d.text_rounds, help="assistant turns kept (16)"
+    )
+    p.add_argument(
+        "--text-sink", type=non_negative_int, default=d.text_sink, help="text memory head, tokens (512)"
+    )
+    p.add_argument(
+        "--text-window", type=non_negative_int, default=d.text_window, help="text memory tail, tokens (512)"
+    )
+    p.add_argument(
+        "--reset-every", type=positive_int, default=None, help="sliding: reset period, s (= vision window)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=positive_int, default=d.max_new_tokens, help="per second (default 20)"
+    )
     decoding = p.add_mutually_exclusive_group()
     decoding.add_argument("--greedy", action="store_true", help="greedy decoding (reproducible)")
-    decoding.add_argument("--temperature", type=float, default=None, help=f"sampling temperature (default {d.temperature})")
+    decoding.add_argument(
+        "--temperature", type=float, default=None, help=f"sampling temperature (default {d.temperature})"
+    )
     p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="default 1.05")
     p.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed (default {d.seed})")
     p.add_argument("--query", default=None, help="the instruction, kept for the whole stream")
@@ -115,12 +142,23 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")
     p.add_argument("--stats", default=None, help="per-second statistics, JSONL")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                   help="model dtype (default float32 on cpu, bfloat16 on cuda)")
-    p.add_argument("--min-pixels", type=positive_int, default=None, help="per-frame pixel floor (default: model's)")
-    p.add_argument("--max-pixels", type=positive_int, default=None, help="per-frame pixel budget (default: model's)")
-    p.add_argument("--allow-resolution-change", action="store_true",
-                   help="rescale frames when the source changes resolution instead of stopping")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="model dtype (default float32 on cpu, bfloat16 on cuda)",
+    )
+    p.add_argument(
+        "--min-pixels", type=positive_int, default=None, help="per-frame pixel floor (default: model's)"
+    )
+    p.add_argument(
+        "--max-pixels", type=positive_int, default=None, help="per-frame pixel budget (default: model's)"
+    )
+    p.add_argument(
+        "--allow-resolution-change",
+        action="store_true",
+        help="rescale frames when the source changes resolution instead of stopping",
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing while streaming")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -152,9 +190,16 @@ def cmd_run(args) -> int:
     from .sources import open_source
 
     config = config_from_args(args)
-    source = open_source(args.source, fps=config.fps, start=args.start, seconds=args.seconds,
-                         allow_resolution_change=args.allow_resolution_change)
-    loaded = load_for_run(args.model, args.device, args.dtype, args.min_pixels, args.max_pixels, quiet=args.quiet)
+    source = open_source(
+        args.source,
+        fps=config.fps,
+        start=args.start,
+        seconds=args.seconds,
+        allow_resolution_change=args.allow_resolution_change,
+    )
+    loaded = load_for_run(
+        args.model, args.device, args.dtype, args.min_pixels, args.max_pixels, quiet=args.quiet
+    )
     stream_to_files(loaded, config, source, out=args.out, stats=args.stats, quiet=args.quiet)
     return 0
 
@@ -167,7 +212,9 @@ def cmd_demo(args) -> int:
     loaded = load_for_run(args.model, "cpu", None, None, None, quiet=False)
     config = StreamConfig.from_dict(loaded.defaults.get("stream", {}))
     source = ArraySource(synthetic_frames(args.seconds, config.fps, (height, width)), config.fps)
-    print(f"streaming a generated {args.seconds} s clip ({width}x{height}, {config.fps} fps)", file=sys.stderr)
+    print(
+        f"streaming a generated {args.seconds} s clip ({width}x{height}, {config.fps} fps)", file=sys.stderr
+    )
     stream_to_files(loaded, config, source, out=args.out, stats=args.stats, quiet=False)
     print(f"commentary: {args.out}  statistics: {args.stats}", file=sys.stderr)
     return 0
@@ -177,7 +224,9 @@ def cmd_make_clip(args) -> int:
     from .sources import synthetic_frames, write_video
 
     width, height = parse_size(args.size)
-    print(write_video(args.out, synthetic_frames(args.seconds, args.fps, (height, width), args.seed), args.fps))
+    print(
+        write_video(args.out, synthetic_frames(args.seconds, args.fps, (height, width), args.seed), args.fps)
+    )
     return 0
 
 

@@ -39,13 +39,19 @@ class StreamConfig:
         checks = [
             (self.fps >= 1, f"fps must be a whole number of frames per second >= 1, got {self.fps}"),
             (self.policy in POLICIES, f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}"),
-            (self.positions in POSITIONS, f"unknown positions {self.positions!r}; choose one of {', '.join(POSITIONS)}"),
+            (
+                self.positions in POSITIONS,
+                f"unknown positions {self.positions!r}; choose one of {', '.join(POSITIONS)}",
+            ),
             (self.vision_window >= 1, f"vision window must be >= 1 second, got {self.vision_window}"),
             (self.text_rounds >= 1, f"text rounds must be >= 1, got {self.text_rounds}"),
             (self.text_sink >= 0 and self.text_window >= 0, "text sink and text window cannot be negative"),
             (self.reset_every is None or self.reset_every >= 1, "reset interval must be >= 1 second"),
             (self.max_new_tokens >= 1, f"max new tokens must be >= 1, got {self.max_new_tokens}"),
-            (self.greedy or self.temperature > 0, f"temperature must be > 0 when sampling, got {self.temperature}"),
+            (
+                self.greedy or self.temperature > 0,
+                f"temperature must be > 0 when sampling, got {self.temperature}",
+            ),
             (self.repetition_penalty > 0, "repetition penalty must be > 0"),
         ]
         for ok, message in checks:

@@ -29,8 +29,10 @@ def load_for_run(
     if model is None:
         path = default_model_dir()
         if not quiet and is_random_default(path):
-            print(f"note: no --model given; using a tiny random-weight model ({path}): its commentary is noise",
-                  file=sys.stderr)
+            print(
+                f"note: no --model given; using a tiny random-weight model ({path}): its commentary is noise",
+                file=sys.stderr,
+            )
         model = str(path)
     return load_model(model, device=device, dtype=dtype, min_pixels=min_pixels, max_pixels=max_pixels)
 
@@ -71,8 +73,13 @@ def stream_to_files(
 def show(line: Commentary, status: bool) -> None:
     if status:
         s = line.stats
-        print(f"\r\033[K  t={line.start:7.1f}s  cache={s.cache_tokens:6d} tok  max pos={s.max_position:6d}  "
-              f"step={s.step_ms:7.1f} ms", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r\033[K  t={line.start:7.1f}s  cache={s.cache_tokens:6d} tok  max pos={s.max_position:6d}  "
+            f"step={s.step_ms:7.1f} ms",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     if line.text:
         if status:
             print("\r\033[K", end="", file=sys.stderr, flush=True)

@@ -60,9 +60,11 @@ class StreamingPolicy(Policy):
             if r <= text_cut:
                 layout.move_reply_to_memory(r)
         layout.drop(
-            lambda s: (s.round <= text_cut and s.kind in TEXT_KINDS)
-            or (s.round <= vision_cut and s.kind in VISION_KINDS)
-            or (s.round <= min(text_cut, vision_cut) and s.kind in SHELL_KINDS)
+            lambda s: (
+                (s.round <= text_cut and s.kind in TEXT_KINDS)
+                or (s.round <= vision_cut and s.kind in VISION_KINDS)
+                or (s.round <= min(text_cut, vision_cut) and s.kind in SHELL_KINDS)
+            )
         )
         layout.trim_memory(self.text_sink, self.text_window)
 

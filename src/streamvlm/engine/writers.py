@@ -20,17 +20,44 @@ def timestamp(seconds: float, sep: str = ".") -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-class CommentaryWriter:
+class LineFile:
+    """A text file that is flushed after every write."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.format = self.path.suffix.lower()
-        if self.format not in FORMATS:
-            raise StreamvlmError(f"--out {path}: unknown format; use one of {', '.join(FORMATS)}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "w", encoding="utf-8")
         except OSError as exc:
             raise StreamvlmError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def _write(self, s: str) -> None:
+        self.file.write(s)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class JsonlWriter(LineFile):
+    """One JSON object per line (per-second statistics)."""
+
+    def write(self, row: dict) -> None:
+        self._write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class CommentaryWriter(LineFile):
+    def __init__(self, path: str | Path):
+        self.format = Path(path).suffix.lower()
+        if self.format not in FORMATS:
+            raise StreamvlmError(f"--out {path}: unknown format; use one of {', '.join(FORMATS)}")
+        super().__init__(path)
         self.cues = 0
         if self.format == ".vtt":
             self._write("WEBVTT\n\n")
@@ -47,41 +74,3 @@ class CommentaryWriter:
             self._write(f"{timestamp(start)} --> {timestamp(end)}\n{text.replace('-->', '->')}\n\n")
         else:
             self._write(f"{self.cues}\n{timestamp(start, ',')} --> {timestamp(end, ',')}\n{text}\n\n")
-
-    def _write(self, s: str) -> None:
-        self.file.write(s)
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class JsonlWriter:
-    """One JSON object per line (per-second statistics)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise StreamvlmError(f"cannot write {path}: {exc.strerror}") from exc
-
-    def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -51,7 +51,9 @@ class Family:
 
 
 FAMILIES = {
-    "qwen2_5_vl": Family("qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, time_scaled=True),
+    "qwen2_5_vl": Family(
+        "qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, time_scaled=True
+    ),
     "qwen2_vl": Family("qwen2_vl", Qwen2VLForConditionalGeneration, Qwen2VLConfig, time_scaled=False),
 }
 

@@ -62,10 +62,18 @@ def check_model_dir(path: Path) -> None:
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    weights = (
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    )
     if not any((path / w).is_file() for w in weights):
         missing.append("weights (model.safetensors)")
-    if not ((path / "tokenizer.json").is_file() or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())):
+    if not (
+        (path / "tokenizer.json").is_file()
+        or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())
+    ):
         missing.append("tokenizer (tokenizer.json)")
     if missing:
         raise ModelLoadError(f"model directory {path} is missing {', '.join(missing)}")

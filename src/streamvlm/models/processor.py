@@ -66,7 +66,9 @@ class VideoProcessor:
         grid_t = -(-frames // self.temporal_patch_size)
         return grid_t * (h // self.patch_size) * (w // self.patch_size) // self.merge_size**2
 
-    def __call__(self, frames: np.ndarray, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, frames: np.ndarray, size: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Patchify one chunk of frames. Returns `pixel_values` (N, C·tp·p·p) float32 and `grid_thw` (3,).
 
         `size` (height, width) forces the resize target; by default it comes from the frames.

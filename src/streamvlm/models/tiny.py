@@ -53,13 +53,92 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-_WORDS = (
-    "the ball goes over to red blue team player serves returns scores misses point match game set "
-    "great shot what a rally and now he she they is are was were in on at it this that here there "
-    "commentate describe video watch stream live second minute time score lead tied again fast slow "
-    "left right middle top bottom corner wall net paddle hit back long short nice close call win wins "
-    "you helpful assistant system user previous text please keep going look at"
-).split()
+_WORDS = [
+    "the",
+    "ball",
+    "goes",
+    "over",
+    "to",
+    "red",
+    "blue",
+    "team",
+    "player",
+    "serves",
+    "returns",
+    "scores",
+    "misses",
+    "point",
+    "match",
+    "game",
+    "set",
+    "great",
+    "shot",
+    "what",
+    "a",
+    "rally",
+    "and",
+    "now",
+    "he",
+    "she",
+    "they",
+    "is",
+    "are",
+    "was",
+    "were",
+    "in",
+    "on",
+    "at",
+    "it",
+    "this",
+    "that",
+    "here",
+    "there",
+    "commentate",
+    "describe",
+    "video",
+    "watch",
+    "stream",
+    "live",
+    "second",
+    "minute",
+    "time",
+    "score",
+    "lead",
+    "tied",
+    "again",
+    "fast",
+    "slow",
+    "left",
+    "right",
+    "middle",
+    "top",
+    "bottom",
+    "corner",
+    "wall",
+    "net",
+    "paddle",
+    "hit",
+    "back",
+    "long",
+    "short",
+    "nice",
+    "close",
+    "call",
+    "win",
+    "wins",
+    "you",
+    "helpful",
+    "assistant",
+    "system",
+    "user",
+    "previous",
+    "text",
+    "please",
+    "keep",
+    "going",
+    "look",
+    "at",
+]
 
 
 def training_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
@@ -69,7 +148,9 @@ def training_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
     for i in range(lines):
         words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
         a = rng.randint(0, 3600)
-        out.append(f"Time={a:.1f}-{a + 1:.1f}s {words.capitalize()}! Red {rng.randint(0, 30)}, Blue {i % 31} ...")
+        out.append(
+            f"Time={a:.1f}-{a + 1:.1f}s {words.capitalize()}! Red {rng.randint(0, 30)}, Blue {i % 31} ..."
+        )
     return out
 
 
@@ -122,7 +203,9 @@ class TinySpec:
 def tiny_config(spec: TinySpec, tokenizer):
     family = FAMILIES[spec.arch]
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in _ID_TOKENS.items()}
-    vocab = -(-len(tokenizer) // 64) * 64  # padded like the real checkpoints (never sampled past the tokenizer)
+    vocab = (
+        -(-len(tokenizer) // 64) * 64
+    )  # padded like the real checkpoints (never sampled past the tokenizer)
     head_dim = spec.hidden_size // spec.heads
     if 2 * sum(spec.mrope_section) != head_dim:
         raise ValueError(f"sum(mrope_section) must be head_dim/2 = {head_dim // 2}")
@@ -139,12 +222,22 @@ def tiny_config(spec: TinySpec, tokenizer):
         eos_token_id=ids["eos"],
         pad_token_id=ids["pad"],
     )
-    vision = dict(depth=spec.vision_depth, num_heads=spec.vision_heads, patch_size=14, spatial_merge_size=2,
-                  temporal_patch_size=2)
+    vision = dict(
+        depth=spec.vision_depth,
+        num_heads=spec.vision_heads,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
     if spec.arch == "qwen2_5_vl":
-        vision.update(hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
-                      out_hidden_size=spec.hidden_size, window_size=56, fullatt_block_indexes=[spec.vision_depth - 1],
-                      tokens_per_second=2)
+        vision.update(
+            hidden_size=spec.vision_hidden,
+            intermediate_size=2 * spec.vision_hidden,
+            out_hidden_size=spec.hidden_size,
+            window_size=56,
+            fullatt_block_indexes=[spec.vision_depth - 1],
+            tokens_per_second=2,
+        )
     else:
         vision.update(embed_dim=spec.vision_hidden, hidden_size=spec.hidden_size, mlp_ratio=2)
     return family.config_class(
@@ -187,9 +280,17 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, spec: TinySpec | N
         hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out)
     processor = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)  # HF's image defaults
-    hf_proc = {**processor.to_dict(), "image_processor_type": "Qwen2VLImageProcessor",
-               "processor_class": "Qwen2_5_VLProcessor" if spec.arch == "qwen2_5_vl" else "Qwen2VLProcessor"}
+    hf_proc = {
+        **processor.to_dict(),
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor" if spec.arch == "qwen2_5_vl" else "Qwen2VLProcessor",
+    }
     (out / "preprocessor_config.json").write_text(json.dumps(hf_proc, indent=2) + "\n")
-    streamvlm = {"min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels, "tiny_spec": asdict(spec), "seed": seed}
+    streamvlm = {
+        "min_pixels": spec.min_pixels,
+        "max_pixels": spec.max_pixels,
+        "tiny_spec": asdict(spec),
+        "seed": seed,
+    }
     (out / "streamvlm.json").write_text(json.dumps(streamvlm, indent=2) + "\n")
     return out

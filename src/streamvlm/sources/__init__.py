@@ -22,7 +22,9 @@ def open_source(
         return ImageFolderSource(path, fps=fps, start=start, seconds=seconds)
     if not path.exists():
         raise SourceError(f"source {spec} does not exist")
-    return VideoFileSource(path, fps=fps, start=start, seconds=seconds, allow_resolution_change=allow_resolution_change)
+    return VideoFileSource(
+        path, fps=fps, start=start, seconds=seconds, allow_resolution_change=allow_resolution_change
+    )
 
 
 __all__ = [

@@ -32,8 +32,10 @@ class ArraySource:
         for frame in self.frames:
             frame = np.asarray(frame)
             if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-                raise SourceError(f"frame {second * self.fps + len(batch)} is {frame.dtype} {frame.shape}, "
-                                  "expected uint8 (H, W, 3)")
+                raise SourceError(
+                    f"frame {second * self.fps + len(batch)} is {frame.dtype} {frame.shape}, "
+                    "expected uint8 (H, W, 3)"
+                )
             batch.append(frame)
             if len(batch) == self.fps:
                 t = self.start + second

@@ -43,7 +43,9 @@ class VideoFileSource:
             self.width, self.height = stream.codec_context.width, stream.codec_context.height
             self.duration = _duration(container, stream)
         if self.duration is not None and self.start >= self.duration:
-            raise SourceError(f"start {self.start:.1f} s is past the end of {self.path} ({self.duration:.1f} s)")
+            raise SourceError(
+                f"start {self.start:.1f} s is past the end of {self.path} ({self.duration:.1f} s)"
+            )
 
     def _open(self):
         try:
@@ -63,7 +65,9 @@ class VideoFileSource:
             stream = self._video_stream(container)
             stream.thread_type = "AUTO"
             if self.start > 0:
-                container.seek(int(self.start / stream.time_base), stream=stream, backward=True, any_frame=False)
+                container.seek(
+                    int(self.start / stream.time_base), stream=stream, backward=True, any_frame=False
+                )
             frames = self._decode(container, stream)
             current, upcoming = None, next(frames, None)
             size = None
@@ -73,7 +77,10 @@ class VideoFileSource:
                 picked = []
                 for tau in sample_times(t0, self.fps):
                     if current is None and upcoming is not None:
-                        current, upcoming = upcoming, next(frames, None)  # a stream shows its first frame from 0
+                        current, upcoming = (
+                            upcoming,
+                            next(frames, None),
+                        )  # a stream shows its first frame from 0
                     while upcoming is not None and upcoming[0] <= tau + EPS:
                         current, upcoming = upcoming, next(frames, None)
                     if current is None or (upcoming is None and tau >= current[0] + current[2] - EPS):
@@ -99,7 +106,8 @@ class VideoFileSource:
             if self.seconds is not None and second < self.seconds:
                 end = self.start + second
                 raise SourceError(
-                    f"{self.path} ends at {end:.1f} s, before the requested {self.seconds} s from {self.start:.1f} s"
+                    f"{self.path} ends at {end:.1f} s, "
+                    f"before the requested {self.seconds} s from {self.start:.1f} s"
                 )
 
     def _decode(self, container, stream) -> Iterator[tuple[float, "av.VideoFrame", float]]:

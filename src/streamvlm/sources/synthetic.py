@@ -8,7 +8,9 @@ import av
 import numpy as np
 
 
-def synthetic_frames(seconds: int, fps: int = 2, size: tuple[int, int] = (112, 112), seed: int = 0) -> Iterator[np.ndarray]:
+def synthetic_frames(
+    seconds: int, fps: int = 2, size: tuple[int, int] = (112, 112), seed: int = 0
+) -> Iterator[np.ndarray]:
     """`seconds · fps` RGB frames (H, W, 3) uint8: a ball bouncing over a slowly changing backdrop."""
     height, width = size
     rng = np.random.default_rng(seed)
