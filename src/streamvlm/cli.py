@@ -9,6 +9,7 @@ produced before an error or Ctrl-C is already in the --out / --stats files.
 """
 
 import argparse
+import importlib
 import sys
 from dataclasses import fields
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except StreamvlmError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(f"streamvlm: error: {exc}", file=sys.stderr)
         return 2
@@ -83,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--layers", type=positive_int, default=2, help="text layers (default 2)")
     tiny.add_argument("--debug", action="store_true", help="show tracebacks")
     tiny.set_defaults(func=cmd_tiny_model)
+
+    for module in SUBCOMMAND_MODULES:  # each adds its own subcommands; heavy imports stay inside them
+        importlib.import_module(module).register(sub)
     return parser
+
+
+#: Modules owning a group of subcommands: each defines `register(subparsers)`.
+SUBCOMMAND_MODULES = ("streamvlm.world.cli", "streamvlm.eval.cli")
 
 
 RUN_HELP = """Stream SOURCE second by second and write one line of commentary per second.

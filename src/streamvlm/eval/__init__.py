@@ -1,0 +1,1 @@
+"""Evaluation: pairwise LLM judging, the long-stream policy study, VQA harnesses."""

@@ -1,0 +1,1 @@
+"""The procedural stream world: a deterministic match with exact per-second commentary."""
