@@ -89,10 +89,8 @@ class Renderer:
     def reply(self, index: int, text: str) -> list[Span]:
         """A second's target reply (training): its words, then the silence marker and end of turn."""
         words = " ".join(text.split())
-        return [
-            Span(Kind.REPLY, self.encode(f" {words}" if words else ""), index),
-            Span(Kind.REPLY_CLOSE, [*self.encode(SILENCE), *self.turn_close()], index),
-        ]
+        close = Span(Kind.REPLY_CLOSE, [*self.encode(SILENCE), *self.turn_close()], index)
+        return [Span(Kind.REPLY, self.encode(f" {words}"), index), close] if words else [close]
 
     # -- generated replies ------------------------------------------------------------------
     def content_length(self, generated: list[int]) -> int:

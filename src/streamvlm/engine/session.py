@@ -97,8 +97,14 @@ class StreamingSession:
             yield self.step(chunk.frames, chunk.start, chunk.end)
 
     @torch.inference_mode()
-    def step(self, frames: np.ndarray, start: float | None = None, end: float | None = None) -> Commentary:
-        """Watch one second of frames (fps, H, W, 3) uint8 and return its commentary."""
+    def step(
+        self, frames: np.ndarray, start: float | None = None, end: float | None = None, reply: str | None = None
+    ) -> Commentary:
+        """Watch one second of frames (fps, H, W, 3) uint8 and return its commentary.
+
+        With `reply`, nothing is generated: the given text becomes this second's reply (teacher
+        forcing, e.g. to replay ground truth or to check that training renders the same tokens).
+        """
         t_step = self._now()
         index = self.round
         start = float(index) if start is None else float(start)
@@ -120,10 +126,14 @@ class StreamingSession:
         t_decode = self._now()
 
         # 3. generate this second's reply
-        generated = self._generate(logits, index)
-        n_content = self.renderer.content_length(generated)
-        self._close_reply(index, generated, n_content)
-        text = self.renderer.decode(generated[:n_content]).strip()
+        if reply is None:
+            generated = self._generate(logits, index)
+            n_content = self.renderer.content_length(generated)
+            self._close_reply(index, generated, n_content)
+            text = self.renderer.decode(generated[:n_content]).strip()
+        else:
+            generated, text = [], " ".join(reply.split())
+            self.layout.extend(self.renderer.reply(index, text))  # fed with the next prefill
         t_done = self._now()
 
         self.round += 1

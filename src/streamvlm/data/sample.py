@@ -1,0 +1,176 @@
+"""Training samples rendered exactly as the engine sees the stream, and their collation.
+
+A window becomes: system prompt, query, `previous text` memory (cut to head + tail by the same
+`Layout.trim_memory` the engine uses), then per second a user turn (`Time=a-bs` + that second's
+frames) and the assistant turn (" words ..."), all through the engine's `Renderer` and `Layout`.
+Positions are those of the final sequence (contiguous 3-D M-RoPE). Labels cover the assistant
+turns from after `<|im_start|>assistant\\n` through `<|im_end|>`, silent seconds included.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..cache.layout import Kind, Layout
+from ..engine.prompt import Renderer
+from ..models.load import LoadedModel
+from ..sources import VideoFileSource
+from .formats import DataError, StreamRecord, read_line, read_seeks
+
+IGNORE = -100
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderOptions:
+    fps: int = 2
+    text_sink: int = 512
+    text_window: int = 512
+    system_prompt: str | None = None  # None: the renderer's default
+    number_loss_weight: float = 1.0  # weight of label tokens made of digits (e.g. an announced score)
+
+
+def render_layout(record: StreamRecord, loaded: LoadedModel, renderer: Renderer, options: RenderOptions):
+    """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw)."""
+    layout = Layout()
+    layout.extend(renderer.prefix(record.query or None, record.previous))
+    layout.trim_memory(options.text_sink, options.text_window)
+    layout.commit()
+    texts = record.second_texts()
+    source = VideoFileSource(record.video_path(), fps=options.fps, start=record.video_start, seconds=record.seconds)
+    vision, size = [], None
+    try:
+        for k, (chunk, text) in enumerate(zip(source, texts, strict=False)):
+            if size is None:
+                size = loaded.processor.target_size(chunk.frames.shape[1], chunk.frames.shape[2])
+            pixels, grid = loaded.processor(chunk.frames, size=size)
+            offsets = loaded.family.vision_offsets(loaded.config, grid, options.fps)
+            layout.extend(renderer.round(k, chunk.start, chunk.end, offsets))
+            layout.extend(renderer.reply(k, text))
+            vision.append((pixels, grid))
+    except DataError:
+        raise
+    except Exception as exc:  # SourceError and friends: name the sample
+        raise DataError(f"{record.where}: {exc}") from exc
+    return layout, vision
+
+
+def label_mask(layout: Layout, renderer: Renderer) -> torch.Tensor:
+    """True for tokens the loss covers: reply content, silence marker and `<|im_end|>`."""
+    masks = []
+    for span in layout.spans:
+        if span.kind == Kind.REPLY:
+            masks.append(torch.ones(span.n, dtype=torch.bool))
+        elif span.kind == Kind.REPLY_CLOSE:
+            end = (span.ids == renderer.im_end).nonzero()
+            upto = int(end[0, 0]) + 1 if len(end) else span.n
+            masks.append(torch.arange(span.n) < upto)
+        else:
+            masks.append(torch.zeros(span.n, dtype=torch.bool))
+    return torch.cat(masks)
+
+
+def render_sample(record: StreamRecord, loaded: LoadedModel, renderer: Renderer, options: RenderOptions) -> dict:
+    layout, vision = render_layout(record, loaded, renderer, options)
+    ids = layout.token_ids()
+    mask = label_mask(layout, renderer)
+    weights = mask.float()
+    if options.number_loss_weight != 1.0:
+        weights[mask & digit_tokens(loaded.tokenizer)[ids]] = options.number_loss_weight
+    return {
+        "input_ids": ids,
+        "position_ids": layout.positions(),
+        "labels": torch.where(mask, ids, IGNORE),
+        "loss_weights": weights,
+        "pixel_values_videos": torch.cat([p for p, _ in vision]),
+        "video_grid_thw": torch.stack([g for _, g in vision]),
+    }
+
+
+_DIGITS: dict[int, torch.Tensor] = {}
+
+
+def digit_tokens(tokenizer) -> torch.Tensor:
+    """Bool over the vocabulary: tokens whose text is a number (digits, maybe with a leading space)."""
+    key = id(tokenizer)
+    if key not in _DIGITS:
+        vocab = tokenizer.get_vocab()
+        table = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
+        for token_id in vocab.values():
+            text = tokenizer.decode([token_id]).strip()
+            table[token_id] = bool(text) and text.isdigit()
+        _DIGITS[key] = table
+    return _DIGITS[key]
+
+
+class StreamDataset(torch.utils.data.Dataset):
+    """Windows from annotation files (chunked with `make-chunks`), rendered on the fly.
+
+    At construction every record is checked (video present, window inside the video): a bad one
+    raises `DataError`, or with `skip_bad` is left out, counted in `self.skipped` and logged.
+    """
+
+    def __init__(self, annotation_paths, loaded: LoadedModel, options: RenderOptions, skip_bad: bool = False):
+        self.loaded, self.options = loaded, options
+        self.renderer = Renderer(loaded.tokenizer, **({"system_prompt": options.system_prompt}
+                                                      if options.system_prompt is not None else {}))
+        self.handles: list[tuple[Path, int]] = []
+        self.skipped: list[str] = []
+        durations: dict[Path, float | None] = {}
+        for path in map(Path, annotation_paths):
+            for offset in read_seeks(path):
+                try:
+                    record = read_line(path, offset)
+                    video = record.video_path()
+                    if video not in durations:
+                        durations[video] = VideoFileSource(video).duration
+                    duration = durations[video]
+                    if duration is not None and record.video_end > duration + 1e-3:
+                        raise DataError(f"{record.where}: window ends at {record.video_end:.1f} s, "
+                                        f"past the end of {video} ({duration:.1f} s)")
+                except Exception as exc:
+                    if not skip_bad:
+                        raise exc if isinstance(exc, DataError) else DataError(f"{path}@{offset}: {exc}") from exc
+                    self.skipped.append(str(exc))
+                    continue
+                self.handles.append((path, offset))
+        if self.skipped:
+            log.warning("skipped %d bad samples; first: %s", len(self.skipped), self.skipped[0])
+        if not self.handles:
+            raise DataError(f"no usable samples in {', '.join(map(str, annotation_paths))}")
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __getitem__(self, index: int) -> dict:
+        path, offset = self.handles[index]
+        return render_sample(read_line(path, offset), self.loaded, self.renderer, self.options)
+
+
+def collate(samples: list[dict], pad_id: int) -> dict:
+    """Right-pad a batch; vision inputs are concatenated in sample order."""
+    length = max(s["input_ids"].numel() for s in samples)
+    batch = len(samples)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE, dtype=torch.long)
+    weights = torch.zeros(batch, length)
+    attention = torch.zeros(batch, length, dtype=torch.long)
+    positions = torch.zeros(3, batch, length, dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = s["input_ids"].numel()
+        input_ids[i, :n] = s["input_ids"]
+        labels[i, :n] = s["labels"]
+        weights[i, :n] = s["loss_weights"]
+        attention[i, :n] = 1
+        positions[:, i, :n] = s["position_ids"]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "position_ids": positions,
+        "labels": labels,
+        "loss_weights": weights,
+        "pixel_values_videos": torch.cat([s["pixel_values_videos"] for s in samples]),
+        "video_grid_thw": torch.cat([s["video_grid_thw"] for s in samples]),
+    }

@@ -1,0 +1,166 @@
+"""Training data: public formats, overlapped chunks, samples rendered exactly like the engine."""
+
+import json
+
+import pytest
+import torch
+
+from streamvlm import StreamConfig, StreamingSession
+from streamvlm.cache import Kind
+from streamvlm.data.chunks import ChunkStats, make_chunks, truncate_pieces
+from streamvlm.data.formats import DataError, StreamRecord, read_annotations, read_seeks, write_annotations
+from streamvlm.data.sample import RenderOptions, StreamDataset, collate, render_layout, render_sample
+from streamvlm.engine.prompt import Renderer
+from streamvlm.sources import VideoFileSource, synthetic_frames, write_video
+
+WORDS = "red serves blue returns red scores now three two".split()
+
+
+def word_stream(seconds, every=3):
+    """A word every `every` seconds (ending inside its second), plus a two-word line every 7 s."""
+    words = []
+    for t in range(0, seconds, every):
+        words.append((t + 0.1, t + 0.6, WORDS[t % len(WORDS)]))
+        if t % 7 == 0:
+            words.append((t + 0.6, t + 0.9, "again"))
+    return words
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    video = write_video(root / "videos" / "match.mp4", synthetic_frames(60, 2, (56, 84)), fps=2)
+    record = StreamRecord("videos/match.mp4", 0.0, 60.0, query="Commentate on this match.",
+                          previous="Red are the Foxes.", words=word_stream(60))
+    write_annotations([record], root / "train.jsonl")
+    return root, video
+
+
+def test_annotations_round_trip_with_seeks(long_video):
+    root, video = long_video
+    records = list(read_annotations(root / "train.jsonl"))
+    assert len(records) == 1 and records[0].video_path() == video
+    seeks = json.loads((root / "train_seeks.jsonl").read_text())
+    assert seeks == read_seeks(root / "train.jsonl") == [0]
+    texts = records[0].second_texts()
+    assert texts[0] == "red again" and texts[1] == "" and texts[3] == "returns"
+
+
+def test_second_texts_use_word_end_times():
+    record = StreamRecord("v.mp4", 10.0, 13.0, words=[(9.5, 10.0, "before"), (10.2, 11.0, "a"), (10.9, 11.01, "b"),
+                                                       (12.5, 12.9, "c"), (12.9, 13.5, "after")])
+    assert record.second_texts() == ["a", "b", "c"]
+
+
+def test_malformed_lines_are_named_or_counted(tmp_path):
+    good = StreamRecord("v.mp4", 0.0, 5.0, words=[(0.1, 0.5, "hi")]).to_json()
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(good) + "\n{not json\n" + json.dumps([{"role": "user"}]) + "\n")
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: malformed"):
+        list(read_annotations(path))
+    skipped = []
+    assert len(list(read_annotations(path, skipped=skipped))) == 1
+    assert len(skipped) == 2 and "mixed.jsonl:3" in skipped[1]
+
+
+def test_chunks_overlap_and_carry_previous_text(long_video, tiny):
+    root, _ = long_video
+    record = next(read_annotations(root / "train.jsonl"))
+    stats = ChunkStats()
+    chunks = list(make_chunks(record, tiny.tokenizer, window_s=24, stride_s=12, duration_s=60.0, stats=stats))
+    assert [(c.video_start, c.video_end) for c in chunks] == [(0, 24), (12, 36), (24, 48), (36, 60), (48, 60)]
+    assert stats.windows == 5
+    second = chunks[1]
+    assert all(12 < w[1] <= 36 for w in second.words)
+    spoken_before = [w[2] for w in record.words if w[1] <= 12]
+    assert second.previous == "Red are the Foxes." + "".join(" " + w for w in spoken_before)
+    # past the real end of the video: counted, not produced
+    stats = ChunkStats()
+    assert len(list(make_chunks(record, tiny.tokenizer, duration_s=30.0, stats=stats))) == 1
+    assert stats.skipped_past_end == 4
+    empty = StreamRecord("v.mp4", 0, 60)
+    stats = ChunkStats()
+    assert list(make_chunks(empty, tiny.tokenizer, stats=stats)) == [] and stats.skipped_empty == 1
+
+
+def test_previous_text_is_cut_to_head_and_tail_tokens(tiny):
+    pieces = ["Context here."] + [f" w{i}" for i in range(200)]
+    text = truncate_pieces(pieces, tiny.tokenizer, head=20, tail=30)
+    count = len(tiny.tokenizer.encode(text, add_special_tokens=False))
+    assert count <= 50 and text.startswith("Context here.") and text.endswith(" w199")
+    assert " w100" not in text
+
+
+def test_training_sample_equals_the_engine_prompt(long_video, tiny):
+    """Train/inference alignment: the engine started at the window's start with its previous text
+    and replaying the window's words builds token-identical input (ids, positions, pixels)."""
+    root, _ = long_video
+    record = next(read_annotations(root / "train.jsonl"))
+    chunk = list(make_chunks(record, tiny.tokenizer, window_s=12, stride_s=12, text_sink=6, text_window=10))[2]
+    options = RenderOptions(fps=2, text_sink=6, text_window=10)
+    renderer = Renderer(tiny.tokenizer)
+    layout, vision = render_layout(chunk, tiny, renderer, options)
+
+    session = StreamingSession(tiny, StreamConfig(query=chunk.query, previous_text=chunk.previous, text_sink=6,
+                                                  text_window=10, vision_window=16, text_rounds=16))
+    source = VideoFileSource(chunk.video_path(), fps=2, start=chunk.video_start, seconds=chunk.seconds)
+    for piece, text in zip(source, chunk.second_texts(), strict=True):
+        session.step(piece.frames, piece.start, piece.end, reply=text)
+    assert session.evictions == 0
+    assert torch.equal(session.layout.token_ids(), layout.token_ids())
+    assert torch.equal(session.layout.positions(), layout.positions())
+    for r, (pixels, grid) in enumerate(vision):
+        assert torch.equal(session.pixels[r][0], pixels) and torch.equal(session.pixels[r][1], grid)
+    memory = session.layout.find(Kind.MEMORY)
+    assert memory.n == 16  # the previous text really was cut to head + tail
+
+
+def test_labels_cover_assistant_turns_only(long_video, tiny):
+    root, _ = long_video
+    chunk = next(make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6))
+    sample = render_sample(chunk, tiny, Renderer(tiny.tokenizer), RenderOptions(number_loss_weight=3.0))
+    ids, labels = sample["input_ids"], sample["labels"]
+    labelled = tiny.tokenizer.decode(ids[labels != -100])
+    im_end = tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert labelled.count("...") == 6 and int((labels == im_end).sum()) == 6
+    assert "Time=" not in labelled and "assistant" not in labelled and "Foxes" not in labelled
+    assert sample["position_ids"].shape == (3, ids.numel())
+    assert sample["video_grid_thw"].shape == (6, 3)
+    # a forward pass accepts the sample and yields a finite loss
+    out = tiny.model(input_ids=ids[None], position_ids=sample["position_ids"][:, None],
+                     pixel_values_videos=sample["pixel_values_videos"], video_grid_thw=sample["video_grid_thw"],
+                     labels=labels[None])
+    assert torch.isfinite(out.loss)
+
+
+def test_dataset_checks_records_and_collates(long_video, tiny, tmp_path):
+    root, video = long_video
+    record = next(read_annotations(root / "train.jsonl"))
+    chunks = list(make_chunks(record, tiny.tokenizer, window_s=8, stride_s=8))
+    bad = [StreamRecord("videos/match.mp4", 50.0, 70.0, words=[(51, 52, "x")]),
+           StreamRecord("videos/missing.mp4", 0.0, 8.0, words=[(1, 2, "x")])]
+    write_annotations(chunks[:3] + bad, root / "chunks.jsonl")
+    with pytest.raises(DataError, match="past the end"):
+        StreamDataset([root / "chunks.jsonl"], tiny, RenderOptions())
+    dataset = StreamDataset([root / "chunks.jsonl"], tiny, RenderOptions(), skip_bad=True)
+    assert len(dataset) == 3 and len(dataset.skipped) == 2
+    batch = collate([dataset[0], dataset[1]], pad_id=0)
+    assert batch["input_ids"].shape[0] == 2 and batch["position_ids"].shape[:2] == (3, 2)
+    assert batch["video_grid_thw"].shape == (16, 3)
+    out = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"})
+    assert torch.isfinite(out.loss)
+
+
+def test_make_chunks_command(long_video, tiny_dir, tmp_path, capsys):
+    from streamvlm.cli import main
+
+    root, video = long_video
+    out = tmp_path / "elsewhere" / "chunks.jsonl"
+    assert main(["make-chunks", str(root / "train.jsonl"), "--out", str(out), "--model", str(tiny_dir)]) == 0
+    chunks = list(read_annotations(out))
+    assert [c.video_start for c in chunks] == [0, 12, 24, 36, 48]
+    assert all(c.video_path().resolve() == video.resolve() for c in chunks)  # paths rewritten for the new dir
+    assert "5 windows" in capsys.readouterr().err
+    (tmp_path / "broken.jsonl").write_text("{oops\n")
+    assert main(["make-chunks", str(tmp_path / "broken.jsonl"), "--out", str(out), "--model", str(tiny_dir)]) == 2
+    assert "broken.jsonl:1: malformed" in capsys.readouterr().err
