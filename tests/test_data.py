@@ -13,7 +13,7 @@ from streamvlm.data.sample import RenderOptions, StreamDataset, collate, render_
 from streamvlm.engine.prompt import Renderer
 from streamvlm.sources import VideoFileSource, synthetic_frames, write_video
 
-WORDS = "red serves blue returns red scores now three two".split()
+WORDS = ["red", "serves", "blue", "returns", "red", "scores", "now", "three", "two"]
 
 
 def word_stream(seconds, every=3):
@@ -30,8 +30,14 @@ def word_stream(seconds, every=3):
 def long_video(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     video = write_video(root / "videos" / "match.mp4", synthetic_frames(60, 2, (56, 84)), fps=2)
-    record = StreamRecord("videos/match.mp4", 0.0, 60.0, query="Commentate on this match.",
-                          previous="Red are the Foxes.", words=word_stream(60))
+    record = StreamRecord(
+        "videos/match.mp4",
+        0.0,
+        60.0,
+        query="Commentate on this match.",
+        previous="Red are the Foxes.",
+        words=word_stream(60),
+    )
     write_annotations([record], root / "train.jsonl")
     return root, video
 
@@ -47,8 +53,18 @@ def test_annotations_round_trip_with_seeks(long_video):
 
 
 def test_second_texts_use_word_end_times():
-    record = StreamRecord("v.mp4", 10.0, 13.0, words=[(9.5, 10.0, "before"), (10.2, 11.0, "a"), (10.9, 11.01, "b"),
-                                                       (12.5, 12.9, "c"), (12.9, 13.5, "after")])
+    record = StreamRecord(
+        "v.mp4",
+        10.0,
+        13.0,
+        words=[
+            (9.5, 10.0, "before"),
+            (10.2, 11.0, "a"),
+            (10.9, 11.01, "b"),
+            (12.5, 12.9, "c"),
+            (12.9, 13.5, "after"),
+        ],
+    )
     assert record.second_texts() == ["a", "b", "c"]
 
 
@@ -96,13 +112,24 @@ def test_training_sample_equals_the_engine_prompt(long_video, tiny):
     and replaying the window's words builds token-identical input (ids, positions, pixels)."""
     root, _ = long_video
     record = next(read_annotations(root / "train.jsonl"))
-    chunk = list(make_chunks(record, tiny.tokenizer, window_s=12, stride_s=12, text_sink=6, text_window=10))[2]
+    chunk = list(make_chunks(record, tiny.tokenizer, window_s=12, stride_s=12, text_sink=6, text_window=10))[
+        2
+    ]
     options = RenderOptions(fps=2, text_sink=6, text_window=10)
     renderer = Renderer(tiny.tokenizer)
     layout, vision = render_layout(chunk, tiny, renderer, options)
 
-    session = StreamingSession(tiny, StreamConfig(query=chunk.query, previous_text=chunk.previous, text_sink=6,
-                                                  text_window=10, vision_window=16, text_rounds=16))
+    session = StreamingSession(
+        tiny,
+        StreamConfig(
+            query=chunk.query,
+            previous_text=chunk.previous,
+            text_sink=6,
+            text_window=10,
+            vision_window=16,
+            text_rounds=16,
+        ),
+    )
     source = VideoFileSource(chunk.video_path(), fps=2, start=chunk.video_start, seconds=chunk.seconds)
     for piece, text in zip(source, chunk.second_texts(), strict=True):
         session.step(piece.frames, piece.start, piece.end, reply=text)
@@ -117,7 +144,9 @@ def test_training_sample_equals_the_engine_prompt(long_video, tiny):
 
 def test_labels_cover_assistant_turns_only(long_video, tiny):
     root, _ = long_video
-    chunk = next(make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6))
+    chunk = next(
+        make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6)
+    )
     sample = render_sample(chunk, tiny, Renderer(tiny.tokenizer), RenderOptions(number_loss_weight=3.0))
     ids, labels = sample["input_ids"], sample["labels"]
     labelled = tiny.tokenizer.decode(ids[labels != -100])
@@ -127,9 +156,13 @@ def test_labels_cover_assistant_turns_only(long_video, tiny):
     assert sample["position_ids"].shape == (3, ids.numel())
     assert sample["video_grid_thw"].shape == (6, 3)
     # a forward pass accepts the sample and yields a finite loss
-    out = tiny.model(input_ids=ids[None], position_ids=sample["position_ids"][:, None],
-                     pixel_values_videos=sample["pixel_values_videos"], video_grid_thw=sample["video_grid_thw"],
-                     labels=labels[None])
+    out = tiny.model(
+        input_ids=ids[None],
+        position_ids=sample["position_ids"][:, None],
+        pixel_values_videos=sample["pixel_values_videos"],
+        video_grid_thw=sample["video_grid_thw"],
+        labels=labels[None],
+    )
     assert torch.isfinite(out.loss)
 
 
@@ -137,8 +170,10 @@ def test_dataset_checks_records_and_collates(long_video, tiny, tmp_path):
     root, video = long_video
     record = next(read_annotations(root / "train.jsonl"))
     chunks = list(make_chunks(record, tiny.tokenizer, window_s=8, stride_s=8))
-    bad = [StreamRecord("videos/match.mp4", 50.0, 70.0, words=[(51, 52, "x")]),
-           StreamRecord("videos/missing.mp4", 0.0, 8.0, words=[(1, 2, "x")])]
+    bad = [
+        StreamRecord("videos/match.mp4", 50.0, 70.0, words=[(51, 52, "x")]),
+        StreamRecord("videos/missing.mp4", 0.0, 8.0, words=[(1, 2, "x")]),
+    ]
     write_annotations(chunks[:3] + bad, root / "chunks.jsonl")
     with pytest.raises(DataError, match="past the end"):
         StreamDataset([root / "chunks.jsonl"], tiny, RenderOptions())
@@ -162,5 +197,8 @@ def test_make_chunks_command(long_video, tiny_dir, tmp_path, capsys):
     assert all(c.video_path().resolve() == video.resolve() for c in chunks)  # paths rewritten for the new dir
     assert "5 windows" in capsys.readouterr().err
     (tmp_path / "broken.jsonl").write_text("{oops\n")
-    assert main(["make-chunks", str(tmp_path / "broken.jsonl"), "--out", str(out), "--model", str(tiny_dir)]) == 2
+    assert (
+        main(["make-chunks", str(tmp_path / "broken.jsonl"), "--out", str(out), "--model", str(tiny_dir)])
+        == 2
+    )
     assert "broken.jsonl:1: malformed" in capsys.readouterr().err

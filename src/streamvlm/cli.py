@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules owning a group of subcommands: each defines `register(subparsers)`.
-SUBCOMMAND_MODULES = ("streamvlm.data.cli", "streamvlm.world.cli", "streamvlm.eval.cli")
+SUBCOMMAND_MODULES = (
+    "streamvlm.data.cli",
+    "streamvlm.train.cli",
+    "streamvlm.world.cli",
+    "streamvlm.eval.cli",
+)
 
 
 RUN_HELP = """Stream SOURCE second by second and write one line of commentary per second.

@@ -7,18 +7,23 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "make-chunks",
         help="cut long annotated videos into overlapped training windows",
-        description="Read Inf-Stream-Train / Live-WhisperX-style JSONL (with or without a seeks file) and write "
+        description="Read Inf-Stream-Train / Live-WhisperX-style JSONL (with or without a seeks file) "
+        "and write "
         "one window per line (same format, plus its seeks file), each with the commentary before it as "
         "its previous text, cut to head + tail tokens.",
     )
     p.add_argument("inputs", nargs="+", help="annotation JSONL files")
     p.add_argument("--out", required=True, help="output JSONL (its _seeks.jsonl is written beside it)")
-    p.add_argument("--model", default=None, help="checkpoint whose tokenizer counts tokens (default: default model)")
+    p.add_argument(
+        "--model", default=None, help="checkpoint whose tokenizer counts tokens (default: default model)"
+    )
     p.add_argument("--window", type=float, default=24.0, help="window length, seconds (default 24)")
     p.add_argument("--stride", type=float, default=12.0, help="stride between windows, seconds (default 12)")
     p.add_argument("--text-sink", type=int, default=512, help="previous text head, tokens (default 512)")
     p.add_argument("--text-window", type=int, default=512, help="previous text tail, tokens (default 512)")
-    p.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed lines instead of stopping")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip (and count) malformed lines instead of stopping"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_make_chunks)
 
@@ -34,7 +39,9 @@ def cmd_make_chunks(args) -> int:
     from .chunks import ChunkStats, make_chunks, relocate
     from .formats import DataError, read_annotations, write_annotations
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(args.model) if args.model else default_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model_dir(args.model) if args.model else default_model_dir()
+    )
     out = Path(args.out)
     stats, skipped, durations = ChunkStats(), [], {}
 
@@ -50,15 +57,25 @@ def cmd_make_chunks(args) -> int:
                     continue
                 if video not in durations:
                     durations[video] = VideoFileSource(video).duration
-                for chunk in make_chunks(record, tokenizer, args.window, args.stride, args.text_sink,
-                                         args.text_window, durations[video], stats):
+                for chunk in make_chunks(
+                    record,
+                    tokenizer,
+                    args.window,
+                    args.stride,
+                    args.text_sink,
+                    args.text_window,
+                    durations[video],
+                    stats,
+                ):
                     yield relocate(chunk, out.parent)
 
     n = write_annotations(windows(), out)
     print(f"{n} windows -> {out}", file=sys.stderr)
-    for what, count in (("records without words", stats.skipped_empty),
-                        ("windows past the end of their video", stats.skipped_past_end),
-                        ("malformed lines or missing videos", len(skipped))):
+    for what, count in (
+        ("records without words", stats.skipped_empty),
+        ("windows past the end of their video", stats.skipped_past_end),
+        ("malformed lines or missing videos", len(skipped)),
+    ):
         if count:
             print(f"skipped {count} {what}", file=sys.stderr)
     for line in skipped[:5]:

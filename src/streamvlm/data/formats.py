@@ -53,7 +53,9 @@ class StreamRecord:
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
-        raise DataError(f"{self.where}: video {self.video} not found (looked in {', '.join(map(str, candidates))})")
+        raise DataError(
+            f"{self.where}: video {self.video} not found (looked in {', '.join(map(str, candidates))})"
+        )
 
     def second_texts(self) -> list[str]:
         """The words spoken in each second [start + k, start + k + 1): those whose end time falls in it."""
@@ -69,7 +71,12 @@ class StreamRecord:
         stream = {"type": "text_stream", "text_stream": [list(w) for w in self.words]}
         if self.qa:
             stream["qa_stream"] = self.qa
-        video = {"type": "video", "video": self.video, "video_start": self.video_start, "video_end": self.video_end}
+        video = {
+            "type": "video",
+            "video": self.video,
+            "video_start": self.video_start,
+            "video_end": self.video_end,
+        }
         return [{"role": "user", "content": [video, text]}, {"role": "assistant", "content": [stream]}]
 
     @classmethod
@@ -93,9 +100,13 @@ class StreamRecord:
                 root=root,
             )
         except (KeyError, IndexError, TypeError, ValueError, StopIteration, AttributeError) as exc:
-            raise DataError(f"{where}: not an Inf-Stream-Train conversation ({type(exc).__name__}: {exc})") from exc
+            raise DataError(
+                f"{where}: not an Inf-Stream-Train conversation ({type(exc).__name__}: {exc})"
+            ) from exc
         if record.video_end <= record.video_start:
-            raise DataError(f"{where}: video_end {record.video_end} is not after video_start {record.video_start}")
+            raise DataError(
+                f"{where}: video_end {record.video_end} is not after video_start {record.video_start}"
+            )
         return record
 
 

@@ -39,7 +39,9 @@ def render_layout(record: StreamRecord, loaded: LoadedModel, renderer: Renderer,
     layout.trim_memory(options.text_sink, options.text_window)
     layout.commit()
     texts = record.second_texts()
-    source = VideoFileSource(record.video_path(), fps=options.fps, start=record.video_start, seconds=record.seconds)
+    source = VideoFileSource(
+        record.video_path(), fps=options.fps, start=record.video_start, seconds=record.seconds
+    )
     vision, size = [], None
     try:
         for k, (chunk, text) in enumerate(zip(source, texts, strict=False)):
@@ -72,7 +74,9 @@ def label_mask(layout: Layout, renderer: Renderer) -> torch.Tensor:
     return torch.cat(masks)
 
 
-def render_sample(record: StreamRecord, loaded: LoadedModel, renderer: Renderer, options: RenderOptions) -> dict:
+def render_sample(
+    record: StreamRecord, loaded: LoadedModel, renderer: Renderer, options: RenderOptions
+) -> dict:
     layout, vision = render_layout(record, loaded, renderer, options)
     ids = layout.token_ids()
     mask = label_mask(layout, renderer)
@@ -114,8 +118,10 @@ class StreamDataset(torch.utils.data.Dataset):
 
     def __init__(self, annotation_paths, loaded: LoadedModel, options: RenderOptions, skip_bad: bool = False):
         self.loaded, self.options = loaded, options
-        self.renderer = Renderer(loaded.tokenizer, **({"system_prompt": options.system_prompt}
-                                                      if options.system_prompt is not None else {}))
+        self.renderer = Renderer(
+            loaded.tokenizer,
+            **({"system_prompt": options.system_prompt} if options.system_prompt is not None else {}),
+        )
         self.handles: list[tuple[Path, int]] = []
         self.skipped: list[str] = []
         durations: dict[Path, float | None] = {}
@@ -128,11 +134,15 @@ class StreamDataset(torch.utils.data.Dataset):
                         durations[video] = VideoFileSource(video).duration
                     duration = durations[video]
                     if duration is not None and record.video_end > duration + 1e-3:
-                        raise DataError(f"{record.where}: window ends at {record.video_end:.1f} s, "
-                                        f"past the end of {video} ({duration:.1f} s)")
+                        raise DataError(
+                            f"{record.where}: window ends at {record.video_end:.1f} s, "
+                            f"past the end of {video} ({duration:.1f} s)"
+                        )
                 except Exception as exc:
                     if not skip_bad:
-                        raise exc if isinstance(exc, DataError) else DataError(f"{path}@{offset}: {exc}") from exc
+                        raise (
+                            exc if isinstance(exc, DataError) else DataError(f"{path}@{offset}: {exc}")
+                        ) from exc
                     self.skipped.append(str(exc))
                     continue
                 self.handles.append((path, offset))

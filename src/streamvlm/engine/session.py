@@ -98,7 +98,11 @@ class StreamingSession:
 
     @torch.inference_mode()
     def step(
-        self, frames: np.ndarray, start: float | None = None, end: float | None = None, reply: str | None = None
+        self,
+        frames: np.ndarray,
+        start: float | None = None,
+        end: float | None = None,
+        reply: str | None = None,
     ) -> Commentary:
         """Watch one second of frames (fps, H, W, 3) uint8 and return its commentary.
 

@@ -1,0 +1,118 @@
+"""One dataclass for a training run, read from YAML with `key=value` overrides on the command line."""
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from ..errors import StreamvlmError
+
+
+@dataclass
+class LoraOptions:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class TrainConfig:
+    model: str = ""  # checkpoint dir or hub id to start from
+    train_data: list[str] = field(default_factory=list)  # chunked annotation files (make-chunks)
+    eval_data: list[str] = field(default_factory=list)
+    output_dir: str = "runs/train"
+    # how samples are rendered (must match inference)
+    fps: int = 2
+    text_sink: int = 512
+    text_window: int = 512
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    number_loss_weight: float = 1.0  # weight of digit tokens in the loss (announced scores)
+    skip_bad: bool = False  # skip and count bad samples instead of stopping
+    # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 1  # per device
+    grad_accum: int = 1
+    bf16: bool | str = "auto"  # "auto": on CUDA with bf16 support, and on CPU
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = True
+    lora: LoraOptions | None = None
+    # bookkeeping
+    seed: int = 42
+    logging_steps: int = 10
+    eval_steps: int | None = None
+    save_steps: int = 100
+    save_total_limit: int | None = 2
+    resume: str = "auto"  # auto: continue from the last checkpoint in output_dir; never; or a checkpoint path
+    num_workers: int = 0
+    deepspeed: str | None = None  # DeepSpeed JSON config (ZeRO-3 for the 7B recipe)
+    fsdp: str | None = None  # e.g. "full_shard auto_wrap"
+    fsdp_config: dict | None = None
+    device: str | None = None  # None: what accelerate picks; "cpu" forces CPU
+    sync_log: bool = False  # write per-rank step/parameter checksums (tests of multi-process sync)
+
+    def validate(self) -> None:
+        if not self.model:
+            raise StreamvlmError("train: `model` (checkpoint to start from) is required")
+        if not self.train_data:
+            raise StreamvlmError("train: `train_data` (annotation files) is required")
+        for path in [*self.train_data, *self.eval_data]:
+            if not Path(path).is_file():
+                raise StreamvlmError(f"train: data file {path} does not exist")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise StreamvlmError("train: learning_rate must be > 0, batch_size and grad_accum >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read YAML (relative data paths resolve against its directory), then apply `key=value` overrides
+    (values parsed as YAML; nested keys with dots, e.g. `lora.r=8`)."""
+    data: dict = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise StreamvlmError(f"cannot read training config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StreamvlmError(f"{path}: expected a mapping of options")
+        base = Path(path).parent
+        for key in ("train_data", "eval_data"):
+            if isinstance(data.get(key), str):
+                data[key] = [data[key]]
+            data[key] = [str(base / p) if not Path(p).is_absolute() else p for p in data.get(key) or []]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StreamvlmError(f"override {item!r}: expected key=value")
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {}) if isinstance(target.get(parent, {}), dict) else {}
+        target[leaf] = yaml.safe_load(value)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise StreamvlmError(f"unknown training option(s): {', '.join(unknown)}")
+    lora = data.get("lora")
+    if isinstance(lora, dict):
+        data["lora"] = LoraOptions(**lora)
+    elif lora in (True, "true"):
+        data["lora"] = LoraOptions()
+    elif lora in (False, None, "none"):
+        data["lora"] = None
+    for key in ("train_data", "eval_data"):
+        if isinstance(data.get(key), str):
+            data[key] = [data[key]]
+    try:
+        return TrainConfig(**data)
+    except TypeError as exc:
+        raise StreamvlmError(f"bad training option: {exc}") from exc
