@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMAND_MODULES = (
     "streamvlm.data.cli",
     "streamvlm.train.cli",
+    "streamvlm.bench.cli",
     "streamvlm.world.cli",
     "streamvlm.eval.cli",
 )

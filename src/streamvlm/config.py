@@ -27,6 +27,7 @@ class StreamConfig:
     temperature: float = 0.9
     repetition_penalty: float = 1.05
     seed: int = 42
+    ignore_eos: bool = False  # benchmarks: never stop early, always generate max_new_tokens
     # prompt
     query: str | None = None
     previous_text: str = ""

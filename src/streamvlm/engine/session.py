@@ -74,7 +74,10 @@ class StreamingSession:
         self.cache = StreamingKVCache(self.family.inv_freq(self.model))
         vocab_size = self.model.config.text_config.vocab_size
         self.sampler = Sampler(
-            banned_token_mask(loaded.tokenizer, vocab_size, allowed=(self.renderer.im_end,)),
+            # with `ignore_eos` (benchmarks) the end of turn is never chosen: every reply has max_new_tokens
+            banned_token_mask(
+                loaded.tokenizer, vocab_size, allowed=() if config.ignore_eos else (self.renderer.im_end,)
+            ),
             greedy=config.greedy,
             temperature=config.temperature,
             repetition_penalty=config.repetition_penalty,

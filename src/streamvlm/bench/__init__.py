@@ -1,0 +1,1 @@
+"""Efficiency benchmark: latency and memory per second of stream for every cache policy."""
