@@ -1,5 +1,113 @@
-"""`streamvlm world ...` subcommands."""
+"""`streamvlm world ...` subcommands: write world videos, datasets, and print stream statistics.
+
+    streamvlm world video OUT.mp4 --seconds N [--seed S] [--fps 2] [--size 112] [--truth OUT.jsonl]
+    streamvlm world dataset OUT_DIR --videos K --seconds N [--seed S]
+    streamvlm world stats [--seconds 600] [--seed S]
+
+Registration only builds parsers; the world, PyAV and tqdm are imported when a command runs.
+"""
+
+import argparse
+import json
+import sys
+
+WORLD_HELP = """A deterministic paddle-and-ball match (Red left, Blue right) with exact per-second
+commentary. The score is never drawn: it is only announced after each point. Team nicknames are
+named only in the opening text (the stream's `previous` text) and used in every point line."""
 
 
 def register(subparsers) -> None:
-    """Add the `world` subcommands to the top-level parser (none yet)."""
+    """Add `world video`, `world dataset` and `world stats` to the top-level parser."""
+    world = subparsers.add_parser("world", help="the procedural stream world: videos, datasets, stats")
+    world.description = WORLD_HELP
+    sub = world.add_subparsers(
+        dest="world_command", metavar="{video,dataset,stats}", required=True, parser_class=type(world)
+    )
+
+    video = sub.add_parser("video", help="write a world video (and its per-second truth)")
+    video.add_argument("out", help="output video, e.g. match.mp4 (H.264)")
+    video.add_argument("--seconds", type=int, required=True, help="length in seconds")
+    video.add_argument("--truth", default=None, help="per-second ground truth, JSONL")
+    add_world_options(video)
+    video.set_defaults(func=cmd_video)
+
+    dataset = sub.add_parser("dataset", help="write long world videos + Inf-Stream-Train annotations")
+    dataset.add_argument("out_dir", help="output directory")
+    dataset.add_argument("--videos", type=int, required=True, help="number of videos")
+    dataset.add_argument("--seconds", type=int, required=True, help="length of each video in seconds")
+    add_world_options(dataset)
+    dataset.set_defaults(func=cmd_dataset)
+
+    stats = sub.add_parser("stats", help="print statistics of a stream's commentary (JSON)")
+    stats.add_argument("--seconds", type=int, default=600, help="seconds to simulate (default 600)")
+    add_world_options(stats)
+    stats.set_defaults(func=cmd_stats)
+
+
+def add_world_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    p.add_argument("--fps", type=int, default=2, help="frames per second, a multiple of 2 (default 2)")
+    p.add_argument("--size", type=int, default=112, help="square field side, even pixels (default 112)")
+    p.add_argument("--points-to-win", type=int, default=11, help="points that win a game (default 11)")
+    p.add_argument("--no-nicknames", action="store_true", help="point lines say Red/Blue, no opening text")
+    p.add_argument("--score-on-serve", action="store_true", help="announce the score with every serve too")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def config_from_args(args):
+    from .config import WorldConfig
+
+    return WorldConfig(
+        seed=args.seed,
+        fps=args.fps,
+        size=args.size,
+        points_to_win=args.points_to_win,
+        nicknames=not args.no_nicknames,
+        score_on_serve=args.score_on_serve,
+    )
+
+
+def progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="s", desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+
+def cmd_video(args) -> int:
+    from ..errors import StreamvlmError
+    from .dataset import write_world_video
+    from .stream import World
+
+    if args.seconds < 1:
+        raise StreamvlmError(f"--seconds must be >= 1, got {args.seconds}")
+    world = World(config_from_args(args))
+    with progress_bar(args.seconds, "world video") as bar:
+        write_world_video(args.out, world, args.seconds, truth=args.truth, progress=bar)
+    if world.opening_text:
+        print(f"opening text: {world.opening_text}", file=sys.stderr)
+    print(args.out)
+    if args.truth:
+        print(args.truth)
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from ..errors import StreamvlmError
+    from .dataset import write_dataset
+
+    if args.videos < 1 or args.seconds < 1:
+        raise StreamvlmError(f"--videos and --seconds must be >= 1, got {args.videos} and {args.seconds}")
+    config = config_from_args(args)
+    with progress_bar(args.videos * args.seconds, "world dataset") as bar:
+        print(write_dataset(args.out_dir, args.videos, args.seconds, config, progress=bar))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from ..errors import StreamvlmError
+    from .stream import measure
+
+    if args.seconds < 1:
+        raise StreamvlmError(f"--seconds must be >= 1, got {args.seconds}")
+    print(json.dumps(measure(config_from_args(args), args.seconds), indent=1))
+    return 0

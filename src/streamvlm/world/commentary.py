@@ -1,0 +1,82 @@
+"""The ground-truth commentary: one fixed line per event, timed word by word inside its second.
+
+    Red serves                          a serve ("Red serves. Red 3 Blue 4" with score_on_serve)
+    Blue returns                        a return
+    Owls score! Red 3 Blue 4            a point, by nickname ("Blue scores! Red 3 Blue 4" without)
+    Owls score! Red 7 Blue 11 Owls win the game!    a game's last point; the next serve is at 0-0
+
+The nicknames are said once, in the opening text ("Red are the Foxes. Blue are the Owls."), so a
+point line needs a memory of the stream's very start (the text sink); the running score is only in
+earlier point lines (the text window). Numbers stand alone as words so a word-level tokenizer or a
+loss weight can find them. A line's words start at its event and end by `SPEECH_END_S` into the
+second, so the second a word belongs to (the one its end time falls in) is never ambiguous.
+"""
+
+import numpy as np
+
+from .config import WorldConfig
+from .game import BLUE, POINT, RED, SERVE, Event
+
+NICKNAMES = ("Foxes", "Owls", "Bears", "Wolves", "Hawks", "Sharks", "Tigers", "Eagles")
+SPEECH_END_S = 0.95  # last word of a second ends here (relative to the second's start)
+
+
+def pick_nicknames(config: WorldConfig) -> dict[str, str] | None:
+    """Two distinct nicknames drawn by the seed (independently of the match), or None when off."""
+    if not config.nicknames:
+        return None
+    rng = np.random.default_rng([config.seed, 1])  # its own stream: the match is the same either way
+    red, blue = rng.choice(len(NICKNAMES), size=2, replace=False)
+    return {RED: NICKNAMES[red], BLUE: NICKNAMES[blue]}
+
+
+def opening_text(nicknames: dict[str, str] | None) -> str:
+    """The stream's opening context (the `previous` text): who is who. Empty without nicknames."""
+    if nicknames is None:
+        return ""
+    return " ".join(f"{team.capitalize()} are the {name}." for team, name in nicknames.items())
+
+
+def score_words(score: tuple[int, int]) -> str:
+    return f"Red {score[0]} Blue {score[1]}"
+
+
+def line(event: Event, config: WorldConfig, nicknames: dict[str, str] | None) -> str:
+    team = event.team.capitalize()
+    if event.kind == SERVE:
+        return f"{team} serves. {score_words(event.score)}" if config.score_on_serve else f"{team} serves"
+    if event.kind == POINT:
+        if nicknames is None:
+            said = f"{team} scores! {score_words(event.score)}"
+            return f"{said} {team} wins the game!" if event.game_over else said
+        name = nicknames[event.team]
+        said = f"{name} score! {score_words(event.score)}"
+        return f"{said} {name} win the game!" if event.game_over else said
+    return f"{team} returns"
+
+
+def timed_words(events: list[Event], second: int, config: WorldConfig, nicknames) -> list[list]:
+    """[[start_s, end_s, word], ...] for the events of one second, evenly spread from the first event
+    to `SPEECH_END_S` into the second (times rounded to the millisecond, strictly increasing)."""
+    words = [w for event in events for w in line(event, config, nicknames).split()]
+    if not words:
+        return []
+    begin, end = events[0].time_s, second + SPEECH_END_S
+    step = (end - begin) / len(words)
+    return [
+        [round(begin + i * step, 3), round(begin + (i + 1) * step, 3), word] for i, word in enumerate(words)
+    ]
+
+
+def vocabulary(config: WorldConfig) -> list[str]:
+    """Every word the commentary and the opening text can contain under `config`, sorted."""
+    words = {"Red", "Blue", "serves", "returns"}
+    words |= {str(n) for n in range(config.points_to_win + 1)}
+    if config.score_on_serve:
+        words.add("serves.")
+    if config.nicknames:
+        words |= {"score!", "win", "the", "game!", "are"}
+        words |= set(NICKNAMES) | {f"{name}." for name in NICKNAMES}
+    else:
+        words |= {"scores!", "wins", "the", "game!"}
+    return sorted(words)
