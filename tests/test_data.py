@@ -202,3 +202,24 @@ def test_make_chunks_command(long_video, tiny_dir, tmp_path, capsys):
         == 2
     )
     assert "broken.jsonl:1: malformed" in capsys.readouterr().err
+
+
+def test_text_only_windows_keep_the_turns_and_drop_the_frames(long_video, tiny):
+    root, _ = long_video
+    chunk = next(
+        make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6)
+    )
+    renderer, options = Renderer(tiny.tokenizer), RenderOptions()
+    with_frames = render_sample(chunk, tiny, renderer, options)
+    text_only = render_sample(chunk, tiny, renderer, options, text_only=True)
+    video = tiny.config.video_token_id
+    assert text_only["pixel_values_videos"] is None and not (text_only["input_ids"] == video).any()
+    keep = (with_frames["input_ids"] != video) & ~torch.isin(
+        with_frames["input_ids"], torch.tensor([renderer.vision_start, renderer.vision_end])
+    )
+    assert torch.equal(with_frames["input_ids"][keep], text_only["input_ids"])
+    assert torch.equal(with_frames["labels"][keep], text_only["labels"])
+    batch = collate([with_frames, text_only], pad_id=0)  # mixed batch: frames only for the first sample
+    assert batch["video_grid_thw"].shape[0] == 6
+    out = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"})
+    assert torch.isfinite(out.loss)

@@ -109,50 +109,32 @@ Policies: streaming (the StreamingVLM cache), full (keep everything), sliding (r
 
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
+    """Options of `StreamConfig`: left unset (None) they take the model's streaming defaults
+    (`streamvlm.json` in the checkpoint), then `StreamConfig`'s."""
     d = StreamConfig()
-    p.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
-    p.add_argument(
-        "--fps", type=positive_int, default=d.fps, help=f"frames sampled per second (default {d.fps})"
-    )
-    p.add_argument("--start", type=float, default=0.0, help="start time in the source, seconds (default 0)")
-    p.add_argument(
-        "--seconds", type=positive_int, default=None, help="seconds to stream (default: to the end)"
-    )
-    p.add_argument("--policy", choices=POLICIES, default=d.policy, help="cache policy (default streaming)")
-    p.add_argument(
-        "--positions",
-        choices=POSITIONS,
-        default=d.positions,
-        help="contiguous re-indexing or append (ablation) (default contiguous)",
-    )
-    p.add_argument(
-        "--vision-window", type=positive_int, default=d.vision_window, help="seconds of vision kept (16)"
-    )
-    p.add_argument(
-        "--text-rounds", type=positive_int, default=d.text_rounds, help="assistant turns kept (16)"
-    )
-    p.add_argument(
-        "--text-sink", type=non_negative_int, default=d.text_sink, help="text memory head, tokens (512)"
-    )
-    p.add_argument(
-        "--text-window", type=non_negative_int, default=d.text_window, help="text memory tail, tokens (512)"
-    )
-    p.add_argument(
-        "--reset-every", type=positive_int, default=None, help="sliding: reset period, s (= vision window)"
-    )
-    p.add_argument(
-        "--max-new-tokens", type=positive_int, default=d.max_new_tokens, help="per second (default 20)"
-    )
+    add = p.add_argument
+    add("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
+    add("--fps", type=positive_int, help=f"frames sampled per second (default {d.fps})")
+    add("--start", type=float, default=0.0, help="start time in the source, seconds (default 0)")
+    add("--seconds", type=positive_int, default=None, help="seconds to stream (default: to the end)")
+    add("--policy", choices=POLICIES, help=f"cache policy (default {d.policy})")
+    add("--positions", choices=POSITIONS, help=f"contiguous re-indexing or append (default {d.positions})")
+    add("--vision-window", type=positive_int, help=f"seconds of vision kept (default {d.vision_window})")
+    add("--text-rounds", type=positive_int, help=f"assistant turns kept (default {d.text_rounds})")
+    add("--text-sink", type=non_negative_int, help=f"text memory head, tokens (default {d.text_sink})")
+    add("--text-window", type=non_negative_int, help=f"text memory tail, tokens (default {d.text_window})")
+    add("--reset-every", type=positive_int, help="sliding: reset period, s (default: the vision window)")
+    add("--max-new-tokens", type=positive_int, help=f"per second (default {d.max_new_tokens})")
     decoding = p.add_mutually_exclusive_group()
-    decoding.add_argument("--greedy", action="store_true", help="greedy decoding (reproducible)")
     decoding.add_argument(
-        "--temperature", type=float, default=None, help=f"sampling temperature (default {d.temperature})"
+        "--greedy", action="store_true", default=None, help="greedy decoding (reproducible)"
     )
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="default 1.05")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed (default {d.seed})")
-    p.add_argument("--query", default=None, help="the instruction, kept for the whole stream")
-    p.add_argument("--previous-text", default="", help="context text placed in the text memory at the start")
-    p.add_argument("--system-prompt", default=d.system_prompt, help="system prompt")
+    decoding.add_argument("--temperature", type=float, help=f"sampling temperature (default {d.temperature})")
+    add("--repetition-penalty", type=float, help=f"default {d.repetition_penalty}")
+    add("--seed", type=int, help=f"sampling seed (default {d.seed})")
+    add("--query", help="the instruction, kept for the whole stream")
+    add("--previous-text", help="context text placed in the text memory at the start")
+    add("--system-prompt", help=f"system prompt (default {d.system_prompt!r})")
     p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")
     p.add_argument("--stats", default=None, help="per-second statistics, JSONL")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -191,10 +173,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def config_from_args(args) -> StreamConfig:
+def config_from_args(args, model_defaults: dict | None = None) -> StreamConfig:
+    """Explicit options, else the model's streaming defaults, else `StreamConfig`'s."""
     names = {f.name for f in fields(StreamConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if args.reset_every is not None and args.policy != "sliding":
+    values = {k: v for k, v in (model_defaults or {}).items() if k in names}
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    if args.temperature is not None:
+        values["greedy"] = False
+    if args.reset_every is not None and values.get("policy", "streaming") != "sliding":
         raise StreamvlmError("--reset-every applies only to --policy sliding")
     return StreamConfig(**values)
 
@@ -203,10 +189,11 @@ def cmd_run(args) -> int:
     from .runner import load_for_run, stream_to_files
     from .sources import open_source
 
-    config = config_from_args(args)
+    config_from_args(args)  # bad option combinations fail before anything is loaded
+    fps = args.fps or StreamConfig().fps
     source = open_source(
         args.source,
-        fps=config.fps,
+        fps=fps,
         start=args.start,
         seconds=args.seconds,
         allow_resolution_change=args.allow_resolution_change,
@@ -214,6 +201,15 @@ def cmd_run(args) -> int:
     loaded = load_for_run(
         args.model, args.device, args.dtype, args.min_pixels, args.max_pixels, quiet=args.quiet
     )
+    config = config_from_args(args, loaded.defaults.get("stream"))
+    if config.fps != fps:
+        source = open_source(
+            args.source,
+            fps=config.fps,
+            start=args.start,
+            seconds=args.seconds,
+            allow_resolution_change=args.allow_resolution_change,
+        )
     stream_to_files(loaded, config, source, out=args.out, stats=args.stats, quiet=args.quiet)
     return 0
 

@@ -8,6 +8,7 @@ turns from after `<|im_start|>assistant\\n` through `<|im_end|>`, silent seconds
 """
 
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,15 +31,30 @@ class RenderOptions:
     text_window: int = 512
     system_prompt: str | None = None  # None: the renderer's default
     number_loss_weight: float = 1.0  # weight of label tokens made of digits (e.g. an announced score)
+    #: Share of windows rendered without frames (same turns, no vision tokens): a curriculum for skills
+    #: that live in the text alone, such as carrying a score forward. Chosen per window, deterministically.
+    text_only_fraction: float = 0.0
 
 
-def render_layout(record: StreamRecord, loaded: LoadedModel, renderer: Renderer, options: RenderOptions):
+def render_layout(
+    record: StreamRecord,
+    loaded: LoadedModel,
+    renderer: Renderer,
+    options: RenderOptions,
+    text_only: bool = False,
+):
     """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw)."""
     layout = Layout()
     layout.extend(renderer.prefix(record.query or None, record.previous))
     layout.trim_memory(options.text_sink, options.text_window)
     layout.commit()
     texts = record.second_texts()
+    if text_only:
+        for k, text in enumerate(texts):
+            start = record.video_start + k
+            layout.extend(renderer.round(k, start, start + 1, None))
+            layout.extend(renderer.reply(k, text))
+        return layout, []
     source = VideoFileSource(
         record.video_path(), fps=options.fps, start=record.video_start, seconds=record.seconds
     )
@@ -75,9 +91,13 @@ def label_mask(layout: Layout, renderer: Renderer) -> torch.Tensor:
 
 
 def render_sample(
-    record: StreamRecord, loaded: LoadedModel, renderer: Renderer, options: RenderOptions
+    record: StreamRecord,
+    loaded: LoadedModel,
+    renderer: Renderer,
+    options: RenderOptions,
+    text_only: bool = False,
 ) -> dict:
-    layout, vision = render_layout(record, loaded, renderer, options)
+    layout, vision = render_layout(record, loaded, renderer, options, text_only)
     ids = layout.token_ids()
     mask = label_mask(layout, renderer)
     weights = mask.float()
@@ -88,8 +108,8 @@ def render_sample(
         "position_ids": layout.positions(),
         "labels": torch.where(mask, ids, IGNORE),
         "loss_weights": weights,
-        "pixel_values_videos": torch.cat([p for p, _ in vision]),
-        "video_grid_thw": torch.stack([g for _, g in vision]),
+        "pixel_values_videos": torch.cat([p for p, _ in vision]) if vision else None,
+        "video_grid_thw": torch.stack([g for _, g in vision]) if vision else None,
     }
 
 
@@ -156,7 +176,8 @@ class StreamDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path, offset = self.handles[index]
-        return render_sample(read_line(path, offset), self.loaded, self.renderer, self.options)
+        text_only = random.Random(index).random() < self.options.text_only_fraction
+        return render_sample(read_line(path, offset), self.loaded, self.renderer, self.options, text_only)
 
 
 def collate(samples: list[dict], pad_id: int) -> dict:
@@ -175,12 +196,15 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         weights[i, :n] = s["loss_weights"]
         attention[i, :n] = 1
         positions[:, i, :n] = s["position_ids"]
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention,
         "position_ids": positions,
         "labels": labels,
         "loss_weights": weights,
-        "pixel_values_videos": torch.cat([s["pixel_values_videos"] for s in samples]),
-        "video_grid_thw": torch.cat([s["video_grid_thw"] for s in samples]),
     }
+    vision = [s for s in samples if s["pixel_values_videos"] is not None]
+    if vision:  # text-only samples contribute no frames
+        batch["pixel_values_videos"] = torch.cat([s["pixel_values_videos"] for s in vision])
+        batch["video_grid_thw"] = torch.cat([s["video_grid_thw"] for s in vision])
+    return batch

@@ -73,15 +73,20 @@ class Renderer:
             Span(Kind.MEMORY_END, self.turn_close()),
         ]
 
-    def round(self, index: int, start: float, end: float, vision_offsets: torch.Tensor) -> list[Span]:
-        """A second's user turn and the assistant header the reply follows."""
-        n = vision_offsets.shape[1]
-        return [
+    def round(self, index: int, start: float, end: float, vision_offsets: torch.Tensor | None) -> list[Span]:
+        """A second's user turn and the assistant header the reply follows. Without vision offsets
+        the turn has no frames (text-only training samples)."""
+        spans = [
             Span(Kind.USER_OPEN, self.turn_open("user"), index),
             Span(Kind.TIME, self.encode(time_text(start, end)), index),
-            Span(Kind.VISION_OPEN, [self.vision_start], index),
-            Span(Kind.VISION, [self.video_pad] * n, index, rel=vision_offsets),
-            Span(Kind.VISION_CLOSE, [self.vision_end], index),
+        ]
+        if vision_offsets is not None:
+            spans += [
+                Span(Kind.VISION_OPEN, [self.vision_start], index),
+                Span(Kind.VISION, [self.video_pad] * vision_offsets.shape[1], index, rel=vision_offsets),
+                Span(Kind.VISION_CLOSE, [self.vision_end], index),
+            ]
+        return spans + [
             Span(Kind.USER_CLOSE, self.turn_close(), index),
             Span(Kind.REPLY_OPEN, self.turn_open("assistant"), index),
         ]

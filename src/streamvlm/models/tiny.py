@@ -154,8 +154,11 @@ def training_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
     return out
 
 
-def train_tokenizer(vocab_size: int = 1024, seed: int = 0) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with Qwen2's pre-tokenizer; special tokens get the ids after the vocabulary."""
+def train_tokenizer(
+    vocab_size: int = 1024, seed: int = 0, corpus: list[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with Qwen2's pre-tokenizer; special tokens get the ids after the vocabulary.
+    `corpus` (default: a small generic English-like one) decides which words become single tokens."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -171,7 +174,7 @@ def train_tokenizer(vocab_size: int = 1024, seed: int = 0) -> PreTrainedTokenize
         special_tokens=[],
         show_progress=False,
     )
-    tok.train_from_iterator(training_corpus(seed), trainer)
+    tok.train_from_iterator(corpus if corpus is not None else training_corpus(seed), trainer)
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIAL_TOKENS])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
@@ -261,12 +264,19 @@ _ID_TOKENS = {
 }
 
 
-def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None) -> Path:
-    """Write a random-weight tiny checkpoint with tokenizer and processor files; returns the dir."""
+def write_tiny_checkpoint(
+    out_dir: str | Path,
+    seed: int = 0,
+    spec: TinySpec | None = None,
+    corpus: list[str] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a random-weight tiny checkpoint with tokenizer and processor files; returns the dir.
+    `corpus` trains the tokenizer; `extra` is merged into `streamvlm.json` (streaming defaults)."""
     spec = spec or TinySpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(spec.vocab_size)
+    tokenizer = train_tokenizer(spec.vocab_size, corpus=corpus)
     config = tiny_config(spec, tokenizer)
     torch.manual_seed(seed)
     model = FAMILIES[spec.arch].model_class(config).eval()
@@ -291,6 +301,7 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, spec: TinySpec | N
         "max_pixels": spec.max_pixels,
         "tiny_spec": asdict(spec),
         "seed": seed,
+        **(extra or {}),
     }
     (out / "streamvlm.json").write_text(json.dumps(streamvlm, indent=2) + "\n")
     return out

@@ -137,6 +137,7 @@ def train(config: TrainConfig) -> dict:
         text_sink=config.text_sink,
         text_window=config.text_window,
         number_loss_weight=config.number_loss_weight,
+        text_only_fraction=config.text_only_fraction,
     )
     train_set = StreamDataset(config.train_data, loaded, options, skip_bad=config.skip_bad)
     eval_set = (

@@ -1,0 +1,57 @@
+"""Streaming a world match through the engine and scoring it against the exact ground truth.
+
+The match is encoded to a video file and decoded back, so the model sees frames exactly as it
+saw them in training and as `streamvlm run` would show them. The stream starts with the match's
+opening text as previous text and the world's query, like a user would start it.
+"""
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import StreamConfig
+from ..engine import StreamingSession
+from ..sources import VideoFileSource
+from ..world.config import WorldConfig
+from ..world.dataset import write_world_video
+from ..world.evaluate import score_lines
+from ..world.stream import World
+
+
+def stream_world(
+    loaded, config: StreamConfig, world_config: WorldConfig, seconds: int, bucket_s: int = 300, on_second=None
+) -> dict:
+    """Metrics over the whole stream and per `bucket_s` bucket, plus per-second texts and stats."""
+    world = World(world_config)
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "match.mp4"
+        write_world_video(video, world, seconds)
+        rows = list(world.rows(seconds))
+        config = replace(
+            config, fps=world_config.fps, previous_text=world.opening_text, query=world_config.query
+        )
+        session = StreamingSession(loaded, config)
+        predicted, stats = [], []
+        started = time.time()
+        for line in session.run(VideoFileSource(video, fps=world_config.fps)):
+            predicted.append(line.text)
+            stats.append(line.stats.to_dict())
+            if on_second is not None:
+                on_second(line, rows[len(predicted) - 1])
+    metrics = score_lines(predicted, rows, world.nicknames)
+    buckets = [
+        {"start_s": b, **score_lines(predicted[b : b + bucket_s], rows[b : b + bucket_s], world.nicknames)}
+        for b in range(0, len(predicted), bucket_s)
+    ]
+    return {
+        "seed": world_config.seed,
+        "seconds": len(predicted),
+        "policy": config.policy,
+        "metrics": metrics,
+        "buckets": buckets,
+        "wall_s": time.time() - started,
+        "predicted": predicted,
+        "truth": [row["text"] for row in rows],
+        "stats": stats,
+    }

@@ -1,0 +1,116 @@
+"""Scoring commentary against the world's exact ground truth, second by second.
+
+- exact: the second's text equals the truth text (silence included);
+- events: for each kind (serve, return, point) a predicted line matches a truth event of the same
+  kind and team within ±`tolerance_s` seconds (one-to-one); precision, recall, F1;
+- score: among truth points matched by a predicted point line, the fraction whose announced score
+  equals the truth score;
+- nickname: among matched point lines, the fraction naming the team by its own nickname.
+"""
+
+import re
+from dataclasses import dataclass
+
+from .commentary import NICKNAMES
+
+KINDS = ("serve", "return", "point")
+_POINT = re.compile(r"^(\w+) scores?! Red (\d+) Blue (\d+)")
+_TEAM = re.compile(r"^(Red|Blue) (serves|returns)\b")
+
+
+@dataclass
+class Said:
+    t: float
+    kind: str
+    team: str | None
+    score: tuple[int, int] | None = None
+    name: str | None = None
+
+
+def parse(text: str, t: float, nicknames: dict[str, str] | None) -> list[Said]:
+    """The events a line of commentary announces (unknown words are ignored)."""
+    by_name = {name: team for team, name in (nicknames or {}).items()}
+    text = text.strip()
+    m = _POINT.match(text)
+    if m:
+        name = m.group(1)
+        team = by_name.get(name) or ({"Red": "red", "Blue": "blue"}.get(name))
+        if team is None and name in NICKNAMES:
+            team = "?"  # a nickname, but not one of this match's teams
+        return [Said(t, "point", team, (int(m.group(2)), int(m.group(3))), name)]
+    m = _TEAM.match(text)
+    if m:
+        return [Said(t, "serve" if m.group(2) == "serves" else "return", m.group(1).lower())]
+    return []
+
+
+def truth_events(rows: list[dict]) -> list[Said]:
+    return [
+        Said(row["start"], e["kind"], e["team"], tuple(row["score"]) if e["kind"] == "point" else None)
+        for row in rows
+        for e in row["events"]
+    ]
+
+
+def match(pred: list[Said], truth: list[Said], tolerance_s: float = 1.0) -> list[tuple[Said, Said]]:
+    """Greedy one-to-one matching by time: same kind and team, |dt| <= tolerance."""
+    pairs, used = [], set()
+    for p in sorted(pred, key=lambda s: s.t):
+        best = None
+        for i, g in enumerate(truth):
+            if i in used or g.kind != p.kind or g.team != p.team or abs(g.t - p.t) > tolerance_s:
+                continue
+            if best is None or abs(g.t - p.t) < abs(truth[best].t - p.t):
+                best = i
+        if best is not None:
+            used.add(best)
+            pairs.append((p, truth[best]))
+    return pairs
+
+
+def f1(n_pred: int, n_truth: int, n_match: int) -> dict:
+    precision = n_match / n_pred if n_pred else (1.0 if not n_truth else 0.0)
+    recall = n_match / n_truth if n_truth else 1.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "predicted": n_pred,
+        "truth": n_truth,
+    }
+
+
+def score_lines(
+    predicted: list[str], rows: list[dict], nicknames: dict[str, str] | None, tolerance_s: float = 1.0
+) -> dict:
+    """Metrics of predicted per-second texts against the truth rows of the same seconds."""
+    n = min(len(predicted), len(rows))
+    predicted, rows = predicted[:n], rows[:n]
+    said = [
+        s for text, row in zip(predicted, rows, strict=True) for s in parse(text, row["start"], nicknames)
+    ]
+    truth = truth_events(rows)
+    result = {
+        "seconds": n,
+        "exact": sum(p == r["text"] for p, r in zip(predicted, rows, strict=True)) / max(n, 1),
+        "silence_accuracy": _ratio(
+            sum(not p for p, r in zip(predicted, rows, strict=True) if not r["text"]),
+            sum(not r["text"] for r in rows),
+        ),
+    }
+    for kind in KINDS:
+        p = [s for s in said if s.kind == kind]
+        g = [s for s in truth if s.kind == kind]
+        pairs = match(p, g, tolerance_s)
+        result[kind] = f1(len(p), len(g), len(pairs))
+        if kind == "point":
+            result["score_accuracy"] = _ratio(sum(a.score == b.score for a, b in pairs), len(pairs))
+            if nicknames:
+                result["nickname_accuracy"] = _ratio(
+                    sum(a.name == nicknames[b.team] for a, b in pairs), len(pairs)
+                )
+    return result
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None

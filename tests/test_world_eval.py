@@ -1,0 +1,44 @@
+"""Scoring commentary against world truth (pure functions: constructed cases with known answers)."""
+
+from streamvlm.world.config import WorldConfig
+from streamvlm.world.evaluate import parse, score_lines
+from streamvlm.world.stream import World
+
+
+def test_perfect_commentary_scores_perfectly():
+    world = World(WorldConfig(seed=5))
+    rows = list(world.rows(240))
+    result = score_lines([r["text"] for r in rows], rows, world.nicknames)
+    assert result["exact"] == 1.0 and result["silence_accuracy"] == 1.0
+    for kind in ("serve", "return", "point"):
+        assert result[kind]["f1"] == 1.0 and result[kind]["truth"] > 0
+    assert result["score_accuracy"] == 1.0 and result["nickname_accuracy"] == 1.0
+
+
+def test_late_wrong_team_and_wrong_score_are_told_apart():
+    world = World(WorldConfig(seed=5))
+    rows = list(world.rows(240))
+    texts = [r["text"] for r in rows]
+    points = [i for i, r in enumerate(rows) if any(e["kind"] == "point" for e in r["events"])]
+    a, b, c, d = points[:4]
+    texts[a + 1], texts[a] = texts[a], ""  # one second late: still matched (tolerance 1 s)
+    other = {v: k for k, v in world.nicknames.items()}
+    name = texts[b].split()[0]
+    wrong_team = world.nicknames["blue" if other[name] == "red" else "red"]
+    texts[b] = texts[b].replace(name, wrong_team, 1)  # right second, wrong team: a miss and a false alarm
+    texts[c] = texts[c].replace(" Blue ", " Blue 1", 1)  # right team, wrong score
+    texts[d] = ""  # missed point
+    result = score_lines(texts, rows, world.nicknames)
+    n = result["point"]["truth"]
+    assert result["point"]["recall"] == (n - 2) / n
+    assert result["point"]["precision"] == (n - 2) / (n - 1)
+    assert result["score_accuracy"] == (n - 3) / (n - 2)
+
+
+def test_parse_lines():
+    nick = {"red": "Foxes", "blue": "Owls"}
+    assert parse("Owls score! Red 3 Blue 4", 10, nick)[0].team == "blue"
+    assert parse("Blue scores! Red 3 Blue 4", 10, None)[0].score == (3, 4)
+    assert parse("Bears score! Red 3 Blue 4", 10, nick)[0].team == "?"
+    assert parse("Red serves", 1, None)[0].kind == "serve"
+    assert parse("", 1, None) == [] and parse("garbage words", 1, None) == []
