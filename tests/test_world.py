@@ -29,6 +29,7 @@ from streamvlm.world import (
     vocabulary,
     write_dataset,
 )
+from streamvlm.world.commentary import NUMBER_WORDS, number
 from streamvlm.world.render import BALL, BLUE_PADDLE, RED_PADDLE
 
 TEAM_INDEX = {RED: 0, BLUE: 1}
@@ -180,11 +181,11 @@ def test_score_changes_only_at_points_and_every_point_line_announces_it():
                 assert event.get("game_over", False) == (max(score) == config.points_to_win)
                 pending_new_game = event.get("game_over", False)
                 games += pending_new_game
-                announced = re.findall(r"Red (\d+) Blue (\d+)", row["text"])
-                assert [list(map(int, a)) for a in announced] == [score]
+                announced = re.findall(r"Red (\w+) Blue (\w+)", row["text"])
+                assert [[NUMBER_WORDS.index(n) for n in a] for a in announced] == [score]
         assert row["score"] == score
-        if not any(e["kind"] == POINT for e in row["events"]):
-            assert not re.search(r"\d", row["text"])  # numbers only in point lines (score_on_serve off)
+        if not any(e["kind"] == POINT for e in row["events"]):  # numbers only in point lines
+            assert not set(row["text"].split()) & set(NUMBER_WORDS)
     assert games >= 2
 
 
@@ -207,13 +208,14 @@ def test_silence_and_event_rates_are_in_the_target_ranges():
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"nicknames": False}, {"score_on_serve": True}, {"points_to_win": 21}]
+    "options",
+    [{}, {"nicknames": False}, {"score_on_serve": True}, {"points_to_win": 20}, {"number_words": False}],
 )
 def test_vocabulary_is_small_and_closed(options):
     config = WorldConfig(**options)
     vocab = set(vocabulary(config))
     assert len(vocab) <= 60
-    assert {str(n) for n in range(config.points_to_win + 1)} <= vocab
+    assert {number(n, config) for n in range(config.points_to_win + 1)} <= vocab
     used = set()
     for seed in range(3):
         world = World(replace(config, seed=seed))
@@ -244,11 +246,16 @@ def test_nicknames_appear_only_in_the_opening_text_and_the_point_lines():
     plain = World(WorldConfig(seed=0, nicknames=False))
     assert plain.nicknames is None and plain.opening_text == ""
     lines = [r["text"] for r in plain.rows(120) if any(e["kind"] == POINT for e in r["events"])]
-    assert lines and all(re.fullmatch(r"(Red|Blue) scores! Red \d+ Blue \d+", t) for t in lines)
+    assert lines and all(re.fullmatch(r"(Red|Blue) scores! Red [a-z]+ Blue [a-z]+", t) for t in lines)
+    digits = [
+        r["text"] for r in World(WorldConfig(number_words=False)).rows(120) if r["text"].count(" Blue ")
+    ]
+    assert digits and all(re.search(r"Red \d+ Blue \d+$", t) for t in digits)
     served = [r for r in World(WorldConfig(score_on_serve=True)).rows(120) if r["events"]]
     for row in served:
         if row["events"][0]["kind"] == SERVE:
-            assert row["text"].endswith(f"serves. Red {row['score'][0]} Blue {row['score'][1]}")
+            said = f"Red {NUMBER_WORDS[row['score'][0]]} Blue {NUMBER_WORDS[row['score'][1]]}"
+            assert row["text"].endswith(f"serves. {said}")
 
 
 def test_words_join_to_the_text_and_end_inside_their_second():

@@ -18,6 +18,7 @@ from ..cache.layout import Kind, Layout
 from ..engine.prompt import Renderer
 from ..models.load import LoadedModel
 from ..sources import VideoFileSource
+from ..words import NUMBER_WORDS
 from .formats import DataError, StreamRecord, read_line, read_seeks
 
 IGNORE = -100
@@ -30,7 +31,7 @@ class RenderOptions:
     text_sink: int = 512
     text_window: int = 512
     system_prompt: str | None = None  # None: the renderer's default
-    number_loss_weight: float = 1.0  # weight of label tokens made of digits (e.g. an announced score)
+    number_loss_weight: float = 1.0  # weight of label tokens that are numbers (e.g. an announced score)
     #: Share of windows rendered without frames (same turns, no vision tokens): a curriculum for skills
     #: that live in the text alone, such as carrying a score forward. Chosen per window, deterministically.
     text_only_fraction: float = 0.0
@@ -102,7 +103,7 @@ def render_sample(
     mask = label_mask(layout, renderer)
     weights = mask.float()
     if options.number_loss_weight != 1.0:
-        weights[mask & digit_tokens(loaded.tokenizer)[ids]] = options.number_loss_weight
+        weights[mask & number_tokens(loaded.tokenizer)[ids]] = options.number_loss_weight
     return {
         "input_ids": ids,
         "position_ids": layout.positions(),
@@ -113,20 +114,21 @@ def render_sample(
     }
 
 
-_DIGITS: dict[int, torch.Tensor] = {}
+_NUMBERS: dict[int, torch.Tensor] = {}
 
 
-def digit_tokens(tokenizer) -> torch.Tensor:
-    """Bool over the vocabulary: tokens whose text is a number (digits, maybe with a leading space)."""
+def number_tokens(tokenizer) -> torch.Tensor:
+    """Bool over the vocabulary: tokens that are a number, as digits or as an English word up to twenty
+    (maybe with a leading space)."""
     key = id(tokenizer)
-    if key not in _DIGITS:
+    if key not in _NUMBERS:
         vocab = tokenizer.get_vocab()
         table = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
         for token_id in vocab.values():
             text = tokenizer.decode([token_id]).strip()
-            table[token_id] = bool(text) and text.isdigit()
-        _DIGITS[key] = table
-    return _DIGITS[key]
+            table[token_id] = bool(text) and (text.isdigit() or text.lower() in NUMBER_WORDS)
+        _NUMBERS[key] = table
+    return _NUMBERS[key]
 
 
 class StreamDataset(torch.utils.data.Dataset):

@@ -28,7 +28,7 @@ class TrainConfig:
     text_window: int = 512
     min_pixels: int | None = None
     max_pixels: int | None = None
-    number_loss_weight: float = 1.0  # weight of digit tokens in the loss (announced scores)
+    number_loss_weight: float = 1.0  # weight of number tokens in the loss (announced scores)
     text_only_fraction: float = 0.0  # share of windows rendered without frames (text-skill curriculum)
     skip_bad: bool = False  # skip and count bad samples instead of stopping
     # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)

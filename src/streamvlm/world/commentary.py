@@ -2,18 +2,20 @@
 
     Red serves                          a serve ("Red serves. Red 3 Blue 4" with score_on_serve)
     Blue returns                        a return
-    Owls score! Red 3 Blue 4            a point, by nickname ("Blue scores! Red 3 Blue 4" without)
-    Owls score! Red 7 Blue 11 Owls win the game!    a game's last point; the next serve is at 0-0
+    Owls score! Red three Blue four     a point, by nickname ("Blue scores! ..." without nicknames)
+    Owls score! Red seven Blue eleven Owls win the game!    a game's last point; the next is at 0-0
 
 The nicknames are said once, in the opening text ("Red are the Foxes. Blue are the Owls."), so a
 point line needs a memory of the stream's very start (the text sink); the running score is only in
-earlier point lines (the text window). Numbers stand alone as words so a word-level tokenizer or a
-loss weight can find them. A line's words start at its event and end by `SPEECH_END_S` into the
+earlier point lines (the text window). Numbers are said as words (`number_words`, default) or as
+digits; either way each stands alone so a loss weight can find it. A line's words start at its
+event and end by `SPEECH_END_S` into the
 second, so the second a word belongs to (the one its end time falls in) is never ambiguous.
 """
 
 import numpy as np
 
+from ..words import NUMBER_WORDS
 from .config import WorldConfig
 from .game import BLUE, POINT, RED, SERVE, Event
 
@@ -37,20 +39,28 @@ def opening_text(nicknames: dict[str, str] | None) -> str:
     return " ".join(f"{team.capitalize()} are the {name}." for team, name in nicknames.items())
 
 
-def score_words(score: tuple[int, int]) -> str:
-    return f"Red {score[0]} Blue {score[1]}"
+def number(n: int, config: WorldConfig) -> str:
+    return NUMBER_WORDS[n] if config.number_words else str(n)
+
+
+def score_words(score: tuple[int, int], config: WorldConfig) -> str:
+    return f"Red {number(score[0], config)} Blue {number(score[1], config)}"
 
 
 def line(event: Event, config: WorldConfig, nicknames: dict[str, str] | None) -> str:
     team = event.team.capitalize()
     if event.kind == SERVE:
-        return f"{team} serves. {score_words(event.score)}" if config.score_on_serve else f"{team} serves"
+        return (
+            f"{team} serves. {score_words(event.score, config)}"
+            if config.score_on_serve
+            else f"{team} serves"
+        )
     if event.kind == POINT:
         if nicknames is None:
-            said = f"{team} scores! {score_words(event.score)}"
+            said = f"{team} scores! {score_words(event.score, config)}"
             return f"{said} {team} wins the game!" if event.game_over else said
         name = nicknames[event.team]
-        said = f"{name} score! {score_words(event.score)}"
+        said = f"{name} score! {score_words(event.score, config)}"
         return f"{said} {name} win the game!" if event.game_over else said
     return f"{team} returns"
 
@@ -71,7 +81,7 @@ def timed_words(events: list[Event], second: int, config: WorldConfig, nicknames
 def vocabulary(config: WorldConfig) -> list[str]:
     """Every word the commentary and the opening text can contain under `config`, sorted."""
     words = {"Red", "Blue", "serves", "returns"}
-    words |= {str(n) for n in range(config.points_to_win + 1)}
+    words |= {number(n, config) for n in range(config.points_to_win + 1)}
     if config.score_on_serve:
         words.add("serves.")
     if config.nicknames:

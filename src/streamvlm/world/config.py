@@ -36,6 +36,9 @@ class WorldConfig:
     # commentary
     nicknames: bool = True  # team nicknames, named only in the opening text, used in point lines
     score_on_serve: bool = False  # also announce the score with every serve
+    #: Say numbers as words ("Red three Blue four"): each is one token, never confused with the digits
+    #: of the time stamps around it (with digits, a tiny model did not learn to carry the score).
+    number_words: bool = True
     query: str = "Commentate on this match."
 
     def __post_init__(self):
@@ -54,6 +57,7 @@ class WorldConfig:
                 f"size must be an even number of pixels >= {MIN_SIZE}, got {self.size}",
             ),
             (self.points_to_win >= 1, f"points to win must be >= 1, got {self.points_to_win}"),
+            (not self.number_words or self.points_to_win <= 20, "number words go up to twenty points"),
             # two steps (1 s) between any two events keeps every second to at most one event
             (
                 2 <= self.flight_steps_min <= self.flight_steps_max,

@@ -11,10 +11,10 @@
 import re
 from dataclasses import dataclass
 
-from .commentary import NICKNAMES
+from .commentary import NICKNAMES, NUMBER_WORDS
 
 KINDS = ("serve", "return", "point")
-_POINT = re.compile(r"^(\w+) scores?! Red (\d+) Blue (\d+)")
+_POINT = re.compile(r"^(\w+) scores?! Red (\w+) Blue (\w+)")
 _TEAM = re.compile(r"^(Red|Blue) (serves|returns)\b")
 
 
@@ -37,11 +37,18 @@ def parse(text: str, t: float, nicknames: dict[str, str] | None) -> list[Said]:
         team = by_name.get(name) or ({"Red": "red", "Blue": "blue"}.get(name))
         if team is None and name in NICKNAMES:
             team = "?"  # a nickname, but not one of this match's teams
-        return [Said(t, "point", team, (int(m.group(2)), int(m.group(3))), name)]
+        return [Said(t, "point", team, (read_number(m.group(2)), read_number(m.group(3))), name)]
     m = _TEAM.match(text)
     if m:
         return [Said(t, "serve" if m.group(2) == "serves" else "return", m.group(1).lower())]
     return []
+
+
+def read_number(word: str) -> int | None:
+    """A score number said as digits or as a word; None for anything else."""
+    if word.isdigit():
+        return int(word)
+    return NUMBER_WORDS.index(word) if word in NUMBER_WORDS else None
 
 
 def truth_events(rows: list[dict]) -> list[Said]:

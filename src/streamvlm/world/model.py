@@ -50,8 +50,7 @@ def world_corpus(seeds: int = 40, seconds: int = 600, seed: int = 0) -> list[str
     return lines
 
 
-def init_world_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+def init_world_checkpoint(out_dir: str | Path, seed: int = 0, extra: dict | None = None) -> Path:
     """The untrained shipped architecture with its tokenizer and processor files."""
-    return write_tiny_checkpoint(
-        out_dir, seed=seed, spec=WORLD_SPEC, corpus=world_corpus(), extra={"stream": STREAM_DEFAULTS}
-    )
+    extra = {"stream": STREAM_DEFAULTS, **(extra or {})}
+    return write_tiny_checkpoint(out_dir, seed=seed, spec=WORLD_SPEC, corpus=world_corpus(), extra=extra)
