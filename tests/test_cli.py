@@ -83,10 +83,10 @@ def test_tiny_model_command_and_default_model(tmp_path, clip):
     r = cli("run", clip, "--seconds", 2, "--model", tmp_path / "m", "--out", tmp_path / "o.jsonl")
     assert r.returncode == 0, r.stderr
     env = {**os.environ, "STREAMVLM_CACHE": str(tmp_path / "cache")}
-    r = cli("demo", "--seconds", 3, "--out", tmp_path / "d.jsonl", "--stats", tmp_path / "ds.jsonl", env=env)
+    r = cli("demo", "--seconds", 3, "--model", tmp_path / "m", "--out-dir", tmp_path / "demo", env=env)
     assert r.returncode == 0, r.stderr
-    assert "tiny random-weight model" in r.stderr
-    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "demo" / "demo.jsonl").read_text().splitlines()) == 3
+    assert (tmp_path / "demo" / "demo.vtt").read_text().startswith("WEBVTT")
 
 
 @pytest.mark.parametrize(

@@ -223,3 +223,20 @@ def test_text_only_windows_keep_the_turns_and_drop_the_frames(long_video, tiny):
     assert batch["video_grid_thw"].shape[0] == 6
     out = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"})
     assert torch.isfinite(out.loss)
+
+
+def test_text_only_windows_can_teach_the_numbers_alone(long_video, tiny, tmp_path):
+    root, video = long_video
+    words = [(0.1, 0.4, "red"), (0.4, 0.6, "scores"), (0.6, 0.9, "3"), (2.1, 2.5, "blue"), (2.5, 2.9, "4")]
+    write_annotations([StreamRecord(str(video), 0.0, 6.0, words=words)], tmp_path / "n.jsonl")
+    record = next(read_annotations(tmp_path / "n.jsonl"))
+    renderer = Renderer(tiny.tokenizer)
+    everything = render_sample(record, tiny, renderer, RenderOptions(), text_only=True)
+    numbers = render_sample(record, tiny, renderer, RenderOptions(text_only_labels="numbers"), text_only=True)
+    kept = numbers["labels"] != -100
+    assert torch.equal(numbers["input_ids"], everything["input_ids"])
+    assert (everything["labels"][kept] == numbers["labels"][kept]).all()  # a subset of the reply labels
+    assert [tiny.tokenizer.decode([i]).strip() for i in numbers["input_ids"][kept]] == ["3", "4"]
+    # windows with frames keep every reply label whatever the option says
+    framed = render_sample(record, tiny, renderer, RenderOptions(text_only_labels="numbers"))
+    assert "scores" in tiny.tokenizer.decode(framed["input_ids"][framed["labels"] != -100])

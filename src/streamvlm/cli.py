@@ -57,14 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_options(run)
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="stream a generated clip through the default model")
-    demo.add_argument(
-        "--seconds", type=positive_int, default=30, help="length of the generated clip (default 30)"
+    demo = sub.add_parser(
+        "demo",
+        help="stream a freshly generated match through the default model",
+        description="With the shipped world model: generate a match it never saw, stream it, "
+        "print its commentary beside the ground truth and its scores. With another model: "
+        "stream a generated clip.",
     )
-    demo.add_argument("--size", default="112x112", help="frame size WxH of the clip (default 112x112)")
-    demo.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
-    demo.add_argument("--out", default="out/demo.jsonl", help="commentary file (default out/demo.jsonl)")
-    demo.add_argument("--stats", default="out/demo-stats.jsonl", help="per-second statistics file")
+    demo.add_argument("--seconds", type=positive_int, default=120, help="stream length (default 120)")
+    demo.add_argument(
+        "--seed", type=int, default=None, help="world seed of the match (default: the model's demo seed)"
+    )
+    demo.add_argument(
+        "--size", default="112x112", help="frame size WxH of a generated clip (non-world models)"
+    )
+    demo.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the shipped model)")
+    demo.add_argument(
+        "--out-dir", default="out", help="where demo.mp4, demo.jsonl, demo.vtt go (default out)"
+    )
     demo.add_argument("--debug", action="store_true", help="show tracebacks")
     demo.set_defaults(func=cmd_demo)
 
@@ -215,18 +225,39 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .runner import load_for_run, stream_to_files
+    from pathlib import Path
+
+    from .runner import load_for_run, stream_to_files, world_demo
     from .sources import ArraySource, synthetic_frames
 
-    width, height = parse_size(args.size)
     loaded = load_for_run(args.model, "cpu", None, None, None, quiet=False)
     config = StreamConfig.from_dict(loaded.defaults.get("stream", {}))
-    source = ArraySource(synthetic_frames(args.seconds, config.fps, (height, width)), config.fps)
-    print(
-        f"streaming a generated {args.seconds} s clip ({width}x{height}, {config.fps} fps)", file=sys.stderr
-    )
-    stream_to_files(loaded, config, source, out=args.out, stats=args.stats, quiet=False)
-    print(f"commentary: {args.out}  statistics: {args.stats}", file=sys.stderr)
+    out = Path(args.out_dir)
+    if "world" in loaded.defaults:
+        m = world_demo(loaded, config, args.seconds, args.seed, args.out_dir)
+        score = "n/a" if m["score_accuracy"] is None else f"{m['score_accuracy']:.0%}"
+        print(
+            f"\nexact seconds {m['exact']:.0%} · points F1 {m['point']['f1']:.2f} · "
+            f"announced score right {score} "
+            f"· serves F1 {m['serve']['f1']:.2f} · returns F1 {m['return']['f1']:.2f}",
+            file=sys.stderr,
+        )
+    else:
+        width, height = parse_size(args.size)
+        source = ArraySource(synthetic_frames(args.seconds, config.fps, (height, width)), config.fps)
+        print(
+            f"streaming a generated {args.seconds} s clip ({width}x{height}, {config.fps} fps)",
+            file=sys.stderr,
+        )
+        stream_to_files(
+            loaded,
+            config,
+            source,
+            out=str(out / "demo.jsonl"),
+            stats=str(out / "demo-stats.jsonl"),
+            extra_out=[str(out / "demo.vtt")],
+        )
+    print(f"written: {out}/demo.jsonl, {out}/demo.vtt, {out}/demo-stats.jsonl", file=sys.stderr)
     return 0
 
 

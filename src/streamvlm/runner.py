@@ -2,6 +2,7 @@
 source into commentary / statistics files while showing progress on the terminal."""
 
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -44,33 +45,37 @@ def stream_to_files(
     out: str | None = None,
     stats: str | None = None,
     quiet: bool = False,
-) -> int:
-    """Stream `source`; every second goes to the files as soon as it exists. Returns seconds done."""
-    writer = CommentaryWriter(out) if out else None
+    extra_out: list[str] = (),
+    describe=None,
+) -> list[Commentary]:
+    """Stream `source`; every second goes to the files (`out` and `extra_out`, any of .jsonl/.vtt/.srt)
+    as soon as it exists. `describe(line)` may replace the printed text (e.g. to add ground truth).
+    Returns the lines (without their statistics kept beyond the stats file)."""
+    writers = [CommentaryWriter(path) for path in ([out] if out else []) + list(extra_out)]
     stats_writer = JsonlWriter(stats) if stats else None
     status = not quiet and sys.stderr.isatty()
-    seconds = 0
+    lines = []
     try:
         session = StreamingSession(loaded, config)
         for line in session.run(source):
-            seconds += 1
-            if writer:
+            lines.append(Commentary(line.start, line.end, line.text, None))
+            for writer in writers:
                 writer.write(line.start, line.end, line.text)
             if stats_writer:
                 stats_writer.write(line.stats.to_dict())
             if not quiet:
-                show(line, status)
+                show(line, status, describe(line) if describe else line.text)
     finally:
         if status:
             print(file=sys.stderr)
-        if writer:
+        for writer in writers:
             writer.close()
         if stats_writer:
             stats_writer.close()
-    return seconds
+    return lines
 
 
-def show(line: Commentary, status: bool) -> None:
+def show(line: Commentary, status: bool, text: str) -> None:
     if status:
         s = line.stats
         print(
@@ -80,7 +85,55 @@ def show(line: Commentary, status: bool) -> None:
             file=sys.stderr,
             flush=True,
         )
-    if line.text:
+    if text:
         if status:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
-        print(f"[{timestamp(line.start)[:8]}] {line.text}", flush=True)
+        print(f"[{timestamp(line.start)[:8]}] {text}", flush=True)
+
+
+def world_demo(
+    loaded: LoadedModel, config: StreamConfig, seconds: int, seed: int | None, out_dir: str
+) -> dict:
+    """Stream a freshly generated world match (a seed the model never saw) through the model,
+    printing its commentary beside the ground truth; writes the video, truth, JSONL and VTT."""
+    from pathlib import Path
+
+    from .sources import VideoFileSource
+    from .world.config import WorldConfig
+    from .world.dataset import write_world_video
+    from .world.evaluate import score_lines
+    from .world.stream import World
+
+    world_defaults = loaded.defaults.get("world", {})
+    world_config = WorldConfig(
+        seed=world_defaults.get("demo_seed", 0) if seed is None else seed,
+        nicknames=world_defaults.get("nicknames", True),
+        fps=config.fps,
+    )
+    world = World(world_config)
+    out = Path(out_dir)
+    video = out / "demo.mp4"
+    write_world_video(video, world, seconds, truth=out / "demo.truth.jsonl")
+    rows = list(world.rows(seconds))
+    config = replace(config, previous_text=world.opening_text, query=world_config.query)
+    print(f"a new match (world seed {world_config.seed}), {seconds} s: {video}", file=sys.stderr)
+    if world.opening_text:
+        print(f"opening text: {world.opening_text}", file=sys.stderr)
+
+    def describe(line: Commentary) -> str:
+        truth = rows[int(line.start)]["text"]
+        if not line.text and not truth:
+            return ""
+        mark = "=" if line.text == truth else "≠"
+        return f"{line.text or '(silence)':<40} {mark} truth: {truth or '(silence)'}"
+
+    lines = stream_to_files(
+        loaded,
+        config,
+        VideoFileSource(video, fps=config.fps),
+        out=str(out / "demo.jsonl"),
+        stats=str(out / "demo-stats.jsonl"),
+        extra_out=[str(out / "demo.vtt")],
+        describe=describe,
+    )
+    return score_lines([line.text for line in lines], rows, world.nicknames)

@@ -11,7 +11,7 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from ..models.arch import FAMILIES
-from ..models.default import default_model_dir
+from ..models.default import random_model_dir
 from ..models.load import DTYPES, LoadedModel, load_model
 from ..models.processor import VideoProcessor
 from ..models.tiny import train_tokenizer
@@ -79,7 +79,7 @@ def build_shape(
     if shape == "tiny":
         if text_layers or vision_layers:
             raise ValueError("--text-layers / --vision-layers apply to --shape 7b")
-        return load_model(str(default_model_dir()), device=device, dtype=dtype)
+        return load_model(str(random_model_dir()), device=device, dtype=dtype)
     if shape != "7b":
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
     tokenizer = train_tokenizer()

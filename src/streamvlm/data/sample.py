@@ -35,6 +35,9 @@ class RenderOptions:
     #: Share of windows rendered without frames (same turns, no vision tokens): a curriculum for skills
     #: that live in the text alone, such as carrying a score forward. Chosen per window, deterministically.
     text_only_fraction: float = 0.0
+    #: What the loss covers in those windows: "all" reply tokens, or only "numbers" (the score skill
+    #: without teaching the model to guess on-screen events from the rhythm of the text).
+    text_only_labels: str = "all"
 
 
 def render_layout(
@@ -101,6 +104,8 @@ def render_sample(
     layout, vision = render_layout(record, loaded, renderer, options, text_only)
     ids = layout.token_ids()
     mask = label_mask(layout, renderer)
+    if text_only and options.text_only_labels == "numbers":
+        mask &= number_tokens(loaded.tokenizer)[ids]
     weights = mask.float()
     if options.number_loss_weight != 1.0:
         weights[mask & number_tokens(loaded.tokenizer)[ids]] = options.number_loss_weight

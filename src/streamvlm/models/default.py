@@ -1,8 +1,8 @@
 """The model used when none is named.
 
-Until the trained model of the training work ships with the package, the default is a tiny
-random-weight checkpoint, written once to the user cache (`$STREAMVLM_CACHE`, default
-~/.cache/streamvlm). Its commentary is noise; it exercises the whole pipeline offline.
+The shipped world model (`streamvlm/assets/world-model`, trained by `streamvlm world train-model`)
+when the package has it; otherwise a tiny random-weight checkpoint written once to the user cache
+(`$STREAMVLM_CACHE`, default ~/.cache/streamvlm), whose commentary is noise.
 """
 
 import os
@@ -18,7 +18,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STREAMVLM_CACHE", Path.home() / ".cache" / "streamvlm")).expanduser()
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "world-model"
+
+
+def shipped_model_dir() -> Path | None:
+    return SHIPPED if (SHIPPED / "model.safetensors").is_file() else None
+
+
 def default_model_dir() -> Path:
+    if shipped_model_dir() is not None:
+        return SHIPPED
+    return random_model_dir()
+
+
+def random_model_dir() -> Path:
     path = cache_dir() / f"tiny-random-seed{DEFAULT_SEED}"
     if not path.is_dir():
         # write beside, then rename: a concurrent or killed writer never leaves a half-written dir

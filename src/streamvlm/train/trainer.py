@@ -138,6 +138,7 @@ def train(config: TrainConfig) -> dict:
         text_window=config.text_window,
         number_loss_weight=config.number_loss_weight,
         text_only_fraction=config.text_only_fraction,
+        text_only_labels=config.text_only_labels,
     )
     train_set = StreamDataset(config.train_data, loaded, options, skip_bad=config.skip_bad)
     eval_set = (

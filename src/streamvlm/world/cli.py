@@ -21,7 +21,10 @@ def register(subparsers) -> None:
     world = subparsers.add_parser("world", help="the procedural stream world: videos, datasets, stats")
     world.description = WORLD_HELP
     sub = world.add_subparsers(
-        dest="world_command", metavar="{video,dataset,stats}", required=True, parser_class=type(world)
+        dest="world_command",
+        metavar="{video,dataset,train-model,stats}",
+        required=True,
+        parser_class=type(world),
     )
 
     video = sub.add_parser("video", help="write a world video (and its per-second truth)")
@@ -37,6 +40,34 @@ def register(subparsers) -> None:
     dataset.add_argument("--seconds", type=int, required=True, help="length of each video in seconds")
     add_world_options(dataset)
     dataset.set_defaults(func=cmd_dataset)
+
+    model = sub.add_parser(
+        "train-model",
+        help="train the shipped world model from scratch (resumable, ~40 min on 2 CPU cores)",
+        description="Runs the whole recipe of streamvlm.world.recipe: tokenizer + architecture, a world "
+        "dataset cut into overlapped windows, a language-model warm-up on commentary, a vision warm-up, SFT, "
+        "and a held-out evaluation; writes the model with its card and metrics to --out-dir. Re-run the "
+        "same command after a kill to continue.",
+    )
+    model.add_argument(
+        "--work-dir", default="runs/world-model", help="stage outputs (default runs/world-model)"
+    )
+    model.add_argument("--out-dir", default="src/streamvlm/assets/world-model", help="where the model goes")
+    model.add_argument("--nicknames", action="store_true", help="train on matches with team nicknames")
+    model.add_argument("--videos", type=int, default=40, help="training matches (default 40)")
+    model.add_argument("--video-seconds", type=int, default=600, help="length of each (default 600)")
+    model.add_argument("--sft-steps", type=int, default=700, help="SFT optimizer steps (default 700)")
+    model.add_argument("--text-s", type=float, default=0.0, help="language-model warm-up, seconds (0: none)")
+    model.add_argument("--warmup-s", type=float, default=150.0, help="vision warm-up, seconds (150)")
+    model.add_argument(
+        "--text-only-fraction",
+        type=float,
+        default=0.0,
+        help="share of SFT windows shown without frames, loss on the score numbers only (default 0)",
+    )
+    model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
+    model.add_argument("--debug", action="store_true", help="show tracebacks")
+    model.set_defaults(func=cmd_train_model)
 
     stats = sub.add_parser("stats", help="print statistics of a stream's commentary (JSON)")
     stats.add_argument("--seconds", type=int, default=600, help="seconds to simulate (default 600)")
@@ -110,4 +141,24 @@ def cmd_stats(args) -> int:
     if args.seconds < 1:
         raise StreamvlmError(f"--seconds must be >= 1, got {args.seconds}")
     print(json.dumps(measure(config_from_args(args), args.seconds), indent=1))
+    return 0
+
+
+def cmd_train_model(args) -> int:
+    from .recipe import Recipe, train_world_model
+
+    recipe = Recipe(
+        work_dir=args.work_dir,
+        out_dir=args.out_dir,
+        nicknames=args.nicknames,
+        videos=args.videos,
+        video_seconds=args.video_seconds,
+        sft_steps=args.sft_steps,
+        text_s=args.text_s,
+        warmup_s=args.warmup_s,
+        eval_seconds=args.eval_seconds,
+        text_only_fraction=args.text_only_fraction,
+    )
+    result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(json.dumps(result.get("held_out", {}), indent=1))
     return 0
