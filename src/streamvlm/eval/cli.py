@@ -9,6 +9,7 @@ Only argparse here: readers, the openai client and matplotlib are imported insid
 """
 
 import argparse
+import importlib
 import shlex
 import sys
 
@@ -66,6 +67,13 @@ def register(subparsers) -> None:
     _candidate_options(events, "A (the win rate is A's)", "B, the baseline")
     _judge_options(events)
     events.set_defaults(func=cmd_events)
+
+    for module in EVAL_MODULES:  # further `eval` subcommands, each module defines `register(sub)`
+        importlib.import_module(module).register(sub)
+
+
+#: Modules adding `eval` subcommands (policy study, multiple-choice VQA, sharded generation).
+EVAL_MODULES: tuple[str, ...] = ()
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
