@@ -118,9 +118,10 @@ Policies: streaming (the StreamingVLM cache), full (keep everything), sliding (r
 --reset-every s), recompute (re-encode the last --vision-window s every second)."""
 
 
-def add_stream_options(p: argparse.ArgumentParser) -> None:
+def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     """Options of `StreamConfig`: left unset (None) they take the model's streaming defaults
-    (`streamvlm.json` in the checkpoint), then `StreamConfig`'s."""
+    (`streamvlm.json` in the checkpoint), then `StreamConfig`'s. `outputs=False` leaves out
+    --out / --stats (commands that name their own files)."""
     d = StreamConfig()
     add = p.add_argument
     add("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
@@ -145,8 +146,9 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     add("--query", help="the instruction, kept for the whole stream")
     add("--previous-text", help="context text placed in the text memory at the start")
     add("--system-prompt", help=f"system prompt (default {d.system_prompt!r})")
-    p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")
-    p.add_argument("--stats", default=None, help="per-second statistics, JSONL")
+    if outputs:
+        p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")
+        p.add_argument("--stats", default=None, help="per-second statistics, JSONL")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument(
         "--dtype",

@@ -91,6 +91,16 @@ class Renderer:
             Span(Kind.REPLY_OPEN, self.turn_open("assistant"), index),
         ]
 
+    def question(self, index: int, text: str) -> list[Span]:
+        """A text-only user turn asking `text`, then the assistant header the answer would follow
+        (multiple-choice evaluation scores the answer's first token right after it)."""
+        return [
+            Span(Kind.USER_OPEN, self.turn_open("user"), index),
+            Span(Kind.TIME, self.encode(text), index),
+            Span(Kind.USER_CLOSE, self.turn_close(), index),
+            Span(Kind.REPLY_OPEN, self.turn_open("assistant"), index),
+        ]
+
     def reply(self, index: int, text: str) -> list[Span]:
         """A second's target reply (training): its words, then the silence marker and end of turn."""
         words = " ".join(text.split())

@@ -10,7 +10,7 @@ frames come in as arrays, commentary goes out as `Commentary` objects.
 """
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 
 from ..cache import Kind, Layout, StreamingKVCache, make_policy
 from ..config import StreamConfig
+from ..errors import StreamvlmError
 from ..models.load import LoadedModel
 from .decode import Sampler, banned_token_mask
 from .prompt import Renderer
@@ -158,6 +159,37 @@ class StreamingSession:
             peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None,
         )
         return Commentary(start, end, text, stats)
+
+    @torch.inference_mode()
+    def ask_choice(self, question: str, choices: Sequence[str]) -> torch.Tensor:
+        """Ask `question` now, as a text-only user turn, and return the logits (len(choices),) of the
+        first token of each choice label (e.g. "A", "B"... or "Yes", "No") as the answer's first token.
+
+        The stream is left exactly as it was: the question turn is taken out of the layout and its
+        rows out of the cache, so the following seconds run as if nothing had been asked.
+        """
+        ids = self.choice_token_ids(choices)
+        spans, rows = list(self.layout.spans), [s.rows for s in self.layout.spans]
+        fed_rows, next_position, cache_rows = self.layout.fed_rows, self.layout.next_position, self.cache.rows
+        trace, self.trace = self.trace, None  # the question's logits are no part of the stream
+        try:
+            self.layout.extend(self.renderer.question(self.round, question))
+            logits = self._feed()  # also feeds the end of the last reply, still pending
+        finally:
+            self.trace = trace
+            self.layout.spans = spans
+            for span, r in zip(spans, rows, strict=True):
+                span.rows = r
+            self.layout.fed_rows, self.layout.next_position = fed_rows, next_position
+            self.cache.reindex(torch.arange(cache_rows), torch.zeros(cache_rows, dtype=torch.long))
+        return logits[ids].float().cpu()
+
+    def choice_token_ids(self, choices: Sequence[str]) -> list[int]:
+        """The first token of each choice label; labels whose first tokens coincide cannot be told apart."""
+        ids = [(self.renderer.encode(c) or [-1])[0] for c in choices]
+        if -1 in ids or len(set(ids)) != len(ids):
+            raise StreamvlmError(f"choice labels {list(choices)} do not start with distinct tokens")
+        return ids
 
     def max_position(self) -> int:
         """Largest position id among the tokens in the cache."""
