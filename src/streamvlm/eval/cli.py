@@ -73,7 +73,7 @@ def register(subparsers) -> None:
 
 
 #: Modules adding `eval` subcommands (policy study, multiple-choice VQA, sharded generation).
-EVAL_MODULES: tuple[str, ...] = ("streamvlm.eval.mcq", "streamvlm.eval.generate")
+EVAL_MODULES: tuple[str, ...] = ("streamvlm.eval.mcq", "streamvlm.eval.generate", "streamvlm.eval.study")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -20,13 +20,25 @@ from ..world.stream import World
 
 
 def stream_world(
-    loaded, config: StreamConfig, world_config: WorldConfig, seconds: int, bucket_s: int = 300, on_second=None
+    loaded,
+    config: StreamConfig,
+    world_config: WorldConfig,
+    seconds: int,
+    bucket_s: int = 300,
+    on_second=None,
+    video: Path | None = None,
+    session_stats=None,
 ) -> dict:
-    """Metrics over the whole stream and per `bucket_s` bucket, plus per-second texts and stats."""
+    """Metrics over the whole stream and per `bucket_s` bucket, plus per-second texts and stats.
+
+    `video`: this world's match already encoded (at least `seconds` long; it is written otherwise).
+    `session_stats(session) -> dict`: extra per-second numbers, merged into that second's stats.
+    """
     world = World(world_config)
     with tempfile.TemporaryDirectory() as tmp:
-        video = Path(tmp) / "match.mp4"
-        write_world_video(video, world, seconds)
+        if video is None:
+            video = Path(tmp) / "match.mp4"
+            write_world_video(video, world, seconds)
         rows = list(world.rows(seconds))
         config = replace(
             config, fps=world_config.fps, previous_text=world.opening_text, query=world_config.query
@@ -34,9 +46,11 @@ def stream_world(
         session = StreamingSession(loaded, config)
         predicted, stats = [], []
         started = time.time()
-        for line in session.run(VideoFileSource(video, fps=world_config.fps)):
+        for line in session.run(VideoFileSource(video, fps=world_config.fps, seconds=seconds)):
             predicted.append(line.text)
             stats.append(line.stats.to_dict())
+            if session_stats is not None:
+                stats[-1].update(session_stats(session))
             if on_second is not None:
                 on_second(line, rows[len(predicted) - 1])
     metrics = score_lines(predicted, rows, world.nicknames)
