@@ -107,6 +107,7 @@ SUBCOMMAND_MODULES = (
     "streamvlm.bench.cli",
     "streamvlm.world.cli",
     "streamvlm.eval.cli",
+    "streamvlm.server.cli",
 )
 
 

@@ -1,0 +1,105 @@
+"""One chat request to a loaded model: text and image turns in, one assistant reply out.
+
+    reply = chat(loaded, [ChatTurn("user", ["What is this?", image_hwc_uint8])], max_tokens=32)
+
+The prompt uses the same chat layout and vision path as the streaming engine (an image is a
+one-frame video: `<|vision_start|><|video_pad|>…<|vision_end|>` with its 3-D M-RoPE offsets),
+prefilled into a fresh cache; decoding stops at `<|im_end|>`, a stop string or `max_tokens`.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..cache import Kind, Layout, StreamingKVCache
+from ..cache.layout import Span
+from ..config import DEFAULT_SYSTEM_PROMPT
+from .decode import Sampler, banned_token_mask
+from .prompt import Renderer
+
+
+@dataclass
+class ChatTurn:
+    role: str  # system, user or assistant
+    parts: list  # text (str) and images ((H, W, 3) uint8 arrays), in order
+
+
+@dataclass
+class ChatReply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+@torch.inference_mode()
+def chat(
+    loaded,
+    turns: list[ChatTurn],
+    max_tokens: int = 128,
+    temperature: float = 1.0,
+    seed: int = 0,
+    stop: list[str] = (),
+) -> ChatReply:
+    model, processor, family = loaded.model, loaded.processor, loaded.family
+    renderer = Renderer(loaded.tokenizer)
+    if not turns or turns[0].role != "system":
+        turns = [ChatTurn("system", [DEFAULT_SYSTEM_PROMPT]), *turns]
+    layout, pixels = Layout(), []
+    for turn in turns:
+        layout.append(Span(Kind.PREFIX, renderer.turn_open(turn.role)))
+        for part in turn.parts:
+            if isinstance(part, str):
+                layout.append(Span(Kind.PREFIX, renderer.encode(part)))
+                continue
+            values, grid = processor(np.asarray(part)[None])
+            offsets = family.vision_offsets(model.config, grid, 1)
+            pixels.append((values, grid))
+            layout.append(Span(Kind.VISION_OPEN, [renderer.vision_start]))
+            layout.append(Span(Kind.VISION, [renderer.video_pad] * offsets.shape[1], rel=offsets))
+            layout.append(Span(Kind.VISION_CLOSE, [renderer.vision_end]))
+        layout.append(Span(Kind.PREFIX, renderer.turn_close()))
+    layout.append(Span(Kind.REPLY_OPEN, renderer.turn_open("assistant")))
+    prompt_tokens = len(layout)
+
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    cache = StreamingKVCache(family.inv_freq(model))
+
+    def feed(images=()):
+        ids, positions, _ = layout.unfed()
+        kwargs = {}
+        if images:
+            kwargs["pixel_values_videos"] = torch.cat([p for p, _ in images]).to(device, dtype)
+            kwargs["video_grid_thw"] = torch.stack([g for _, g in images]).to(device)
+        out = model(
+            input_ids=ids[None].to(device),
+            position_ids=positions[:, None, :].to(device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        layout.mark_fed()
+        return out.logits[0, -1]
+
+    vocab_size = model.config.text_config.vocab_size
+    sampler = Sampler(
+        banned_token_mask(loaded.tokenizer, vocab_size, allowed=(renderer.im_end,)),
+        greedy=temperature == 0,
+        temperature=temperature or 1.0,
+        seed=seed,
+    )
+    logits, generated = feed(pixels), []
+    while len(generated) < max_tokens:
+        token = sampler(logits)
+        if token == renderer.im_end:
+            return ChatReply(renderer.decode(generated).strip(), prompt_tokens, len(generated) + 1, "stop")
+        generated.append(token)
+        text = renderer.decode(generated)
+        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+        if cut >= 0:
+            return ChatReply(text[:cut].strip(), prompt_tokens, len(generated), "stop")
+        layout.append_tokens(Kind.REPLY, -1, [token])
+        logits = feed()
+    return ChatReply(renderer.decode(generated).strip(), prompt_tokens, len(generated), "length")
