@@ -282,4 +282,8 @@ Command: `streamvlm world train-model` (resumable; see `streamvlm world train-mo
 
 Streaming defaults (used when no option is given): vision window {r["vision_window"]} s,
 {r["text_rounds"]} text rounds, text memory {r["text_sink"]} + {r["text_window"]} tokens, greedy decoding.
+## Limits
+Every on-screen event (serve, return, point, silence) is commented at the right second, but the
+running score, which is only in earlier commentary, is mostly wrong: the model says a plausible
+score instead of carrying the last one forward. Wall times are from a shared 2-core machine.
 """
