@@ -1,6 +1,6 @@
 """`streamvlm` command line: a thin layer over the library.
 
-    streamvlm run SOURCE [--model DIR_OR_HUB_ID] [options]   stream a video file or image folder
+    streamvlm run SOURCE [--model DIR_OR_HUB_ID] [options]   stream a file, folder, URL, webcam or stdin
     streamvlm demo                                           generated clip through the default model
     streamvlm tiny-model DIR [--seed N]                      write a tiny random checkpoint
 
@@ -49,12 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="stream a video file or a folder of images",
+        help="stream a video file, a folder of images or a live source",
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("source", help="video file (any format FFmpeg reads) or a folder of images")
+    run.add_argument(
+        "source",
+        help="video file (any format FFmpeg reads), folder of images, or live: a URL (rtsp, rtmp, "
+        "http(s), udp, .m3u8), a webcam /dev/videoN, or - for raw frames on stdin",
+    )
     add_stream_options(run)
+    add_live_options(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -116,7 +121,14 @@ RUN_HELP = """Stream SOURCE second by second and write one line of commentary pe
 Every second the engine evicts what the cache policy no longer keeps, prefills the second's
 frames, generates at most --max-new-tokens tokens and emits {start, end, text} (empty = silence).
 Policies: streaming (the StreamingVLM cache), full (keep everything), sliding (reset every
---reset-every s), recompute (re-encode the last --vision-window s every second)."""
+--reset-every s), recompute (re-encode the last --vision-window s every second).
+
+Live sources (and files with --realtime) are paced by the wall clock: the engine gets each second
+when it is live, never early. Drop policy "latest": at most --max-lag complete seconds wait for the
+engine; when it falls behind, the oldest are dropped whole and counted. A lost connection is
+retried with backoff (0.5 s doubling to 8 s, --reconnect times in a row); stream time goes on and
+the seconds without frames are a gap. --stats lines then carry lag_s and latency_s (glass to text)
+and a final summary line with p50/p99."""
 
 
 def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
@@ -186,6 +198,57 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_live_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live sources")
+    g.add_argument(
+        "--realtime", action="store_true", help="play a file or folder at real-time speed, as if live"
+    )
+    g.add_argument(
+        "--max-lag",
+        type=positive_int,
+        default=1,
+        help="complete seconds that may wait for the engine; older ones are dropped (default 1)",
+    )
+    g.add_argument(
+        "--reconnect",
+        type=reconnect_count,
+        default=10,
+        help="reconnect attempts in a row after a lost connection, or 'forever' (default 10)",
+    )
+    g.add_argument("--stdin-size", default=None, help="SOURCE -: size WxH of the raw frames on stdin")
+    g.add_argument(
+        "--stdin-format", default="rgb24", help="SOURCE -: FFmpeg pixel format of the frames (default rgb24)"
+    )
+    g.add_argument(
+        "--stdin-fps", type=float, default=None, help="SOURCE -: frames per second written (default --fps)"
+    )
+
+
+def reconnect_count(text: str) -> int | None:
+    return None if text == "forever" else non_negative_int(text)
+
+
+def live_kwargs(args) -> dict:
+    size = None
+    if args.stdin_size is not None:
+        try:
+            size = tuple(int(v) for v in args.stdin_size.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 1:
+            raise StreamvlmError(f"--stdin-size {args.stdin_size}: expected WxH, e.g. 320x240")
+    if args.stdin_fps is not None and args.stdin_fps <= 0:
+        raise StreamvlmError(f"--stdin-fps must be > 0, got {args.stdin_fps}")
+    return {
+        "realtime": args.realtime,
+        "max_lag": args.max_lag,
+        "reconnect": args.reconnect,
+        "stdin_size": size,
+        "stdin_format": args.stdin_format,
+        "stdin_fps": args.stdin_fps,
+    }
+
+
 def config_from_args(args, model_defaults: dict | None = None) -> StreamConfig:
     """Explicit options, else the model's streaming defaults, else `StreamConfig`'s."""
     names = {f.name for f in fields(StreamConfig)}
@@ -204,12 +267,14 @@ def cmd_run(args) -> int:
 
     config_from_args(args)  # bad option combinations fail before anything is loaded
     fps = args.fps or StreamConfig().fps
+    live = live_kwargs(args)
     source = open_source(
         args.source,
         fps=fps,
         start=args.start,
         seconds=args.seconds,
         allow_resolution_change=args.allow_resolution_change,
+        **live,
     )
     loaded = load_for_run(
         args.model, args.device, args.dtype, args.min_pixels, args.max_pixels, quiet=args.quiet
@@ -222,6 +287,7 @@ def cmd_run(args) -> int:
             start=args.start,
             seconds=args.seconds,
             allow_resolution_change=args.allow_resolution_change,
+            **live,
         )
     stream_to_files(loaded, config, source, out=args.out, stats=args.stats, quiet=args.quiet)
     return 0

@@ -2,8 +2,10 @@
 source into commentary / statistics files while showing progress on the terminal."""
 
 import sys
+import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from .config import StreamConfig
@@ -50,29 +52,94 @@ def stream_to_files(
 ) -> list[Commentary]:
     """Stream `source`; every second goes to the files (`out` and `extra_out`, any of .jsonl/.vtt/.srt)
     as soon as it exists. `describe(line)` may replace the printed text (e.g. to add ground truth).
-    Returns the lines (without their statistics kept beyond the stats file)."""
+    Returns the lines (without their statistics kept beyond the stats file).
+
+    Live sources (chunks with `captured_at`): each stats line also has `lag_s` (how far behind live
+    the engine started the second), `latency_s` (glass to text: the line is written that long after
+    its last frame was live) and the source's running counts; at the end (also after an error or
+    Ctrl-C) a `{"summary": ...}` line with p50/p99 goes to the stats file and to stderr."""
     writers = [CommentaryWriter(path) for path in ([out] if out else []) + list(extra_out)]
     stats_writer = JsonlWriter(stats) if stats else None
     status = not quiet and sys.stderr.isatty()
+    meter = LiveMeter(getattr(source, "stats", None))
     lines = []
     try:
         session = StreamingSession(loaded, config)
-        for line in session.run(source):
+        for chunk in source:
+            taken = time.monotonic()
+            line = session.step(chunk.frames, chunk.start, chunk.end)
             lines.append(Commentary(line.start, line.end, line.text, None))
             for writer in writers:
                 writer.write(line.start, line.end, line.text)
-            if stats_writer:
-                stats_writer.write(line.stats.to_dict())
             if not quiet:
                 show(line, status, describe(line) if describe else line.text)
+            row = line.stats.to_dict()
+            captured = getattr(chunk, "captured_at", None)
+            if captured is not None:
+                row.update(meter.add(captured, taken, time.monotonic()))
+            if stats_writer:
+                stats_writer.write(row)
     finally:
         if status:
             print(file=sys.stderr)
         for writer in writers:
             writer.close()
+        if meter.latencies:
+            summary = meter.summary()
+            if stats_writer:
+                stats_writer.write({"summary": summary})
+            if not quiet:
+                print(f"live: {meter.describe(summary)}", file=sys.stderr)
         if stats_writer:
             stats_writer.close()
     return lines
+
+
+class LiveMeter:
+    """Lag and glass-to-text latency of a live stream, with the source's drop/gap/reconnect counts."""
+
+    def __init__(self, source_stats=None):
+        self.source_stats = source_stats
+        self.lags: list[float] = []
+        self.latencies: list[float] = []
+
+    def add(self, captured: float, taken: float, emitted: float) -> dict:
+        self.lags.append(taken - captured)
+        self.latencies.append(emitted - captured)
+        row = {"lag_s": round(self.lags[-1], 4), "latency_s": round(self.latencies[-1], 4)}
+        if self.source_stats is not None:
+            s = self.source_stats
+            row.update(dropped=s.dropped, gap_seconds=s.gap_seconds, reconnects=s.reconnects)
+        return row
+
+    def summary(self) -> dict:
+        def pct(values, q):
+            return round(float(np.percentile(values, q)), 4)
+
+        out = {
+            "seconds": len(self.latencies),
+            "latency_p50_s": pct(self.latencies, 50),
+            "latency_p99_s": pct(self.latencies, 99),
+            "latency_max_s": round(max(self.latencies), 4),
+            "lag_p50_s": pct(self.lags, 50),
+            "lag_p99_s": pct(self.lags, 99),
+        }
+        if self.source_stats is not None:
+            out.update(self.source_stats.to_dict())
+        return out
+
+    @staticmethod
+    def describe(s: dict) -> str:
+        text = (
+            f"{s['seconds']} s streamed, glass-to-text latency p50 {s['latency_p50_s']:.2f} s, "
+            f"p99 {s['latency_p99_s']:.2f} s; lag p50 {s['lag_p50_s']:.2f} s"
+        )
+        if "dropped" in s:
+            text += (
+                f"; {s['dropped']} s dropped (engine behind), {s['gap_seconds']} s without frames, "
+                f"{s['reconnects']} reconnect attempts"
+            )
+        return text
 
 
 def show(line: Commentary, status: bool, text: str) -> None:

@@ -13,6 +13,9 @@ class Chunk:
     start: float  # stream time of the chunk's first sample, seconds
     end: float
     frames: np.ndarray  # (fps, H, W, 3) uint8 RGB
+    #: live sources: `time.monotonic()` at which the chunk's last sample was live (its frame had
+    #: arrived and its time had come); glass-to-text latency = time the text is out - captured_at
+    captured_at: float | None = None
 
 
 def sample_times(start: float, fps: int) -> list[float]:
