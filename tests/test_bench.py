@@ -24,6 +24,10 @@ def test_bench_report_contract(tmp_path, capsys):
                 "4",
                 "--text-rounds",
                 "4",
+                "--text-sink",
+                "8",
+                "--text-window",
+                "24",
                 "--out",
                 str(out),
             ]
@@ -32,6 +36,7 @@ def test_bench_report_contract(tmp_path, capsys):
     )
     report = json.loads(out.read_text())
     assert set(report["series"]) == {"streaming", "full", "recompute"}
+    assert (report["config"]["text_sink"], report["config"]["text_window"]) == (8, 24)
     for policy, rows in report["series"].items():
         assert len(rows) == 30
         assert {"t", "step_ms", "cache_tokens", "max_position", "rss_mb", "evict_ms", "kv_bytes"} <= set(

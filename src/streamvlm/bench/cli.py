@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--new-tokens", type=int, default=20, help="tokens generated every second (default 20)")
     p.add_argument("--vision-window", type=int, default=16)
     p.add_argument("--text-rounds", type=int, default=16)
+    p.add_argument("--text-sink", type=int, default=512, help="text memory head, tokens (default 512)")
+    p.add_argument("--text-window", type=int, default=512, help="text memory tail, tokens (default 512)")
     p.add_argument("--text-layers", type=int, default=None, help="7b shape: number of text layers kept")
     p.add_argument("--vision-layers", type=int, default=None, help="7b shape: number of vision layers kept")
     p.add_argument("--device", default="cpu")
@@ -72,6 +74,8 @@ def cmd_bench(args) -> int:
         new_tokens=args.new_tokens,
         vision_window=args.vision_window,
         text_rounds=args.text_rounds,
+        text_sink=args.text_sink,
+        text_window=args.text_window,
         device=args.device,
         dtype=args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"),
         text_layers=args.text_layers,
