@@ -46,3 +46,12 @@ def full_forward(model, ids, pixels, grids, positions=None, fps=2, cache=None):
         kwargs["position_ids"] = positions[:, None]
     out = model(input_ids=ids[None], cache=cache, use_cache=cache is not None, **kwargs)
     return out.logits[0]
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for children that tests stop with Ctrl-C: a shell that started the test run in
+    the background (`cmd &`) makes SIGINT ignored, children inherit that, and Python then never raises
+    KeyboardInterrupt. Restoring the default lets the child install its handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,6 +10,7 @@ import time
 import pytest
 import srt
 import webvtt
+from helpers import default_sigint
 
 from streamvlm.cli import main
 from streamvlm.sources import synthetic_frames, write_video
@@ -152,6 +153,7 @@ def test_ctrl_c_flushes_the_output(tiny_dir, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("-->") < 5):

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import default_sigint
 from live_server import LiveTsServer, frame_index
 
 from streamvlm import StreamConfig, StreamingSession
@@ -121,6 +122,7 @@ def test_stdin_frames_through_the_cli_and_ctrl_c(tiny_dir, tmp_path):
          "--fps", "2", "--model", str(tiny_dir), "--out", str(out), "--stats", str(stats), "--greedy",
          "--max-new-tokens", "2"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=False,
+        preexec_fn=default_sigint,
     )  # fmt: skip
 
     def feed():

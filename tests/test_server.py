@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import default_sigint
 from server_helpers import LiveServer, binary_frame, events, http, json_frame, of_type
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -305,6 +306,7 @@ def test_serve_command_finishes_sessions_on_ctrl_c(tiny_dir, tmp_path):
             + ["--out-dir", str(tmp_path / "out"), "--log-level", "warning"],
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=default_sigint,
         )
     try:
         deadline = time.monotonic() + 60
