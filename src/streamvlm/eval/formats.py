@@ -97,15 +97,20 @@ def video_stem(video: str) -> str:
     return Path(video).stem
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for every non-empty line; a JSON array file is accepted too."""
-    path = Path(path)
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file, or a one-line error naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StreamvlmError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StreamvlmError(f"{path}: cannot read: {exc}") from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for every non-empty line; a JSON array file is accepted too."""
+    path = Path(path)
+    text = read_text(path)
     if text.lstrip().startswith("["):  # a whole-file JSON array (e.g. a dataset export)
         try:
             rows = json.loads(text)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import StreamvlmError
-from .formats import read_jsonl
+from .formats import read_jsonl, read_text
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 YES_NO = ("Yes", "No")
@@ -107,12 +107,7 @@ def detect_format(item, path) -> str:
 
 def _read_items(path: str | Path) -> list:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StreamvlmError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StreamvlmError(f"{path}: cannot read: {exc}") from None
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
