@@ -104,11 +104,12 @@ def render_sample(
     layout, vision = render_layout(record, loaded, renderer, options, text_only)
     ids = layout.token_ids()
     mask = label_mask(layout, renderer)
+    is_number = number_tokens(loaded.tokenizer)[ids]
     if text_only and options.text_only_labels == "numbers":
-        mask &= number_tokens(loaded.tokenizer)[ids]
+        mask &= is_number
     weights = mask.float()
     if options.number_loss_weight != 1.0:
-        weights[mask & number_tokens(loaded.tokenizer)[ids]] = options.number_loss_weight
+        weights[mask & is_number] = options.number_loss_weight
     return {
         "input_ids": ids,
         "position_ids": layout.positions(),

@@ -140,6 +140,11 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title(f"A vs B, {r['n_windows']} {r['unit']}s in {r['n_videos']} videos", fontsize=10)
     if r["win_rate"] is not None:
         ax.legend(loc="lower right", fontsize=8)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out and write a matplotlib figure, or a one-line error naming the file."""
     fig.tight_layout()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..errors import StreamvlmError
+from .report import save_figure
 
 
 def _pct(x) -> str:
@@ -125,9 +125,4 @@ def plot(r: dict, path: Path) -> None:
             else:
                 ax.set_xlabel("stream time, minutes (bucket middle)")
     axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise StreamvlmError(f"cannot write {path}: {exc.strerror}") from None
+    save_figure(fig, path)
