@@ -9,7 +9,14 @@ from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
 from streamvlm.data.chunks import ChunkStats, make_chunks, truncate_pieces
 from streamvlm.data.formats import DataError, StreamRecord, read_annotations, read_seeks, write_annotations
-from streamvlm.data.sample import RenderOptions, StreamDataset, collate, render_layout, render_sample
+from streamvlm.data.sample import (
+    RenderOptions,
+    StreamDataset,
+    collate,
+    render_layout,
+    render_sample,
+    window_draws,
+)
 from streamvlm.engine.prompt import Renderer
 from streamvlm.sources import VideoFileSource, synthetic_frames, write_video
 
@@ -240,3 +247,38 @@ def test_text_only_windows_can_teach_the_numbers_alone(long_video, tiny, tmp_pat
     # windows with frames keep every reply label whatever the option says
     framed = render_sample(record, tiny, renderer, RenderOptions(text_only_labels="numbers"))
     assert "scores" in tiny.tokenizer.decode(framed["input_ids"][framed["labels"] != -100])
+
+
+def test_time_shift_moves_only_the_time_labels(long_video, tiny):
+    root, _ = long_video
+    chunk = next(
+        make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6)
+    )
+    renderer, options = Renderer(tiny.tokenizer), RenderOptions()
+    plain = render_sample(chunk, tiny, renderer, options)
+    shifted = render_sample(chunk, tiny, renderer, options, time_shift=3000)
+    text = tiny.tokenizer.decode(shifted["input_ids"])
+    assert "Time=3000.0-3001.0s" in text and "Time=3005.0-3006.0s" in text and "Time=0.0-1.0s" not in text
+    assert torch.equal(plain["pixel_values_videos"], shifted["pixel_values_videos"])  # the same frames
+    decode_labels = [tiny.tokenizer.decode(s["labels"][s["labels"] != -100]) for s in (plain, shifted)]
+    assert decode_labels[0] == decode_labels[1]  # and the same replies
+
+    draws = [window_draws(i, RenderOptions(time_shift_max=7200)) for i in range(400)]
+    shifts = [s for _, s in draws]
+    assert 0.4 < sum(s == 0 for s in shifts) / len(shifts) < 0.6  # half the windows keep their times
+    assert max(shifts) > 6000 and all(0 <= s <= 7200 for s in shifts)
+    assert draws == [window_draws(i, RenderOptions(time_shift_max=7200)) for i in range(400)]  # deterministic
+    assert {window_draws(i, RenderOptions())[1] for i in range(100)} == {0}  # off by default
+
+
+def test_memory_number_labels_cover_the_numbers_of_the_previous_text(long_video, tiny):
+    root, video = long_video
+    record = StreamRecord(str(video), 0.0, 3.0, previous="red scores 3 blue 4 now red 5", words=[])
+    renderer = Renderer(tiny.tokenizer)
+    plain = render_sample(record, tiny, renderer, RenderOptions())
+    with_memory = render_sample(record, tiny, renderer, RenderOptions(memory_number_labels=True))
+    added = (with_memory["labels"] != -100) & (plain["labels"] == -100)
+    assert [tiny.tokenizer.decode([i]).strip() for i in with_memory["input_ids"][added]] == ["3", "4", "5"]
+    assert torch.equal(with_memory["input_ids"], plain["input_ids"])  # the same prompt, more labels
+    kept = plain["labels"] != -100
+    assert torch.equal(with_memory["labels"][kept], plain["labels"][kept])

@@ -42,7 +42,7 @@ def test_shipped_model_is_the_default_and_small(shipped):
 def test_shipped_model_comments_a_match_it_never_saw(shipped):
     defaults = shipped.defaults
     config = StreamConfig.from_dict(defaults["stream"])
-    world = WorldConfig(seed=HELD_OUT_SEED, nicknames=defaults["world"]["nicknames"])
+    world = WorldConfig.for_model(defaults["world"], HELD_OUT_SEED)
     run = stream_world(shipped, config, world, seconds=150)
     m = run["metrics"]
     assert m["silence_accuracy"] >= THRESHOLDS["silence_accuracy"], m

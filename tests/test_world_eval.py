@@ -42,3 +42,19 @@ def test_parse_lines():
     assert parse("Bears score! Red 3 Blue 4", 10, nick)[0].team == "?"
     assert parse("Red serves", 1, None)[0].kind == "serve"
     assert parse("", 1, None) == [] and parse("garbage words", 1, None) == []
+
+
+def test_scores_announced_with_serves_are_scored_too():
+    world = World(WorldConfig(seed=5, score_on_serve=True, nicknames=False))
+    rows = list(world.rows(240))
+    texts = [r["text"] for r in rows]
+    serves = [i for i, r in enumerate(rows) if any(e["kind"] == "serve" for e in r["events"])]
+    assert texts[serves[1]].startswith(("Red serves. Red ", "Blue serves. Red "))
+    assert parse(texts[serves[1]], 1, None)[0].score == tuple(rows[serves[1]]["score"])
+    texts[serves[1]] = texts[serves[1]].split(".")[0]  # a serve without its score: right event, wrong score
+    result = score_lines(texts, rows, None)
+    n = result["serve"]["truth"]
+    assert result["serve"]["f1"] == 1.0 and result["serve_score_accuracy"] == (n - 1) / n
+    assert result["score_accuracy"] == 1.0
+    plain = World(WorldConfig(seed=5, nicknames=False))  # serves without scores: no serve score number
+    assert "serve_score_accuracy" not in score_lines([r["text"] for r in plain.rows(240)], rows, None)

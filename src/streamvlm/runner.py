@@ -172,10 +172,8 @@ def world_demo(
     from .world.stream import World
 
     world_defaults = loaded.defaults.get("world", {})
-    world_config = WorldConfig(
-        seed=world_defaults.get("demo_seed", 0) if seed is None else seed,
-        nicknames=world_defaults.get("nicknames", True),
-        fps=config.fps,
+    world_config = WorldConfig.for_model(
+        world_defaults, world_defaults.get("demo_seed", 0) if seed is None else seed, fps=config.fps
     )
     world = World(world_config)
     out = Path(out_dir)

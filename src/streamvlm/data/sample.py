@@ -38,6 +38,15 @@ class RenderOptions:
     #: What the loss covers in those windows: "all" reply tokens, or only "numbers" (the score skill
     #: without teaching the model to guess on-screen events from the rhythm of the text).
     text_only_labels: str = "all"
+    #: Largest shift, in whole seconds, added to a window's `Time=a-bs` labels (not to the frames it
+    #: reads): half the windows keep their own times, the others are shifted by a draw in
+    #: [0, time_shift_max], so a model trained on short videos has seen the time stamps of hours-long
+    #: streams. 0: off (the labels are the video's own times).
+    time_shift_max: int = 0
+    #: Also put loss on the number tokens of the `previous text` block (earlier commentary as the text
+    #: memory holds it): more examples per window of carrying a number forward, in the very format the
+    #: memory gives the model at inference. The block is still only read at inference, never written.
+    memory_number_labels: bool = False
 
 
 def render_layout(
@@ -46,8 +55,10 @@ def render_layout(
     renderer: Renderer,
     options: RenderOptions,
     text_only: bool = False,
+    time_shift: int = 0,
 ):
-    """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw)."""
+    """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw).
+    `time_shift` seconds are added to the time labels of the user turns."""
     layout = Layout()
     layout.extend(renderer.prefix(record.query or None, record.previous))
     layout.trim_memory(options.text_sink, options.text_window)
@@ -55,7 +66,7 @@ def render_layout(
     texts = record.second_texts()
     if text_only:
         for k, text in enumerate(texts):
-            start = record.video_start + k
+            start = record.video_start + k + time_shift
             layout.extend(renderer.round(k, start, start + 1, None))
             layout.extend(renderer.reply(k, text))
         return layout, []
@@ -69,7 +80,7 @@ def render_layout(
                 size = loaded.processor.target_size(chunk.frames.shape[1], chunk.frames.shape[2])
             pixels, grid = loaded.processor(chunk.frames, size=size)
             offsets = loaded.family.vision_offsets(loaded.config, grid, options.fps)
-            layout.extend(renderer.round(k, chunk.start, chunk.end, offsets))
+            layout.extend(renderer.round(k, chunk.start + time_shift, chunk.end + time_shift, offsets))
             layout.extend(renderer.reply(k, text))
             vision.append((pixels, grid))
     except DataError:
@@ -100,13 +111,17 @@ def render_sample(
     renderer: Renderer,
     options: RenderOptions,
     text_only: bool = False,
+    time_shift: int = 0,
 ) -> dict:
-    layout, vision = render_layout(record, loaded, renderer, options, text_only)
+    layout, vision = render_layout(record, loaded, renderer, options, text_only, time_shift)
     ids = layout.token_ids()
     mask = label_mask(layout, renderer)
     is_number = number_tokens(loaded.tokenizer)[ids]
     if text_only and options.text_only_labels == "numbers":
         mask &= is_number
+    if options.memory_number_labels:
+        memory = torch.cat([torch.full((span.n,), span.kind == Kind.MEMORY) for span in layout.spans])
+        mask |= memory & is_number
     weights = mask.float()
     if options.number_loss_weight != 1.0:
         weights[mask & is_number] = options.number_loss_weight
@@ -184,8 +199,18 @@ class StreamDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path, offset = self.handles[index]
-        text_only = random.Random(index).random() < self.options.text_only_fraction
-        return render_sample(read_line(path, offset), self.loaded, self.renderer, self.options, text_only)
+        text_only, time_shift = window_draws(index, self.options)
+        record = read_line(path, offset)
+        return render_sample(record, self.loaded, self.renderer, self.options, text_only, time_shift)
+
+
+def window_draws(index: int, options: RenderOptions) -> tuple[bool, int]:
+    """Per-window choices, the same for a window index in every epoch and every process: shown
+    without frames, and the shift of its time labels."""
+    rng = random.Random(index)
+    text_only = rng.random() < options.text_only_fraction
+    shifted = options.time_shift_max > 0 and rng.random() < 0.5
+    return text_only, rng.randint(0, options.time_shift_max) if shifted else 0
 
 
 def collate(samples: list[dict], pad_id: int) -> dict:

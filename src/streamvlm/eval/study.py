@@ -213,7 +213,7 @@ def run_study(
     model_id = _model_id(loaded.path)
 
     def world(s: int) -> WorldConfig:
-        return WorldConfig(seed=s, nicknames=world_defaults.get("nicknames", True))
+        return WorldConfig.for_model(world_defaults, s)
 
     plan = [
         Cell(length, s, name, replace(base, **VARIANTS[name]), cells_dir, model_id, max_seconds_full)
@@ -326,6 +326,7 @@ def run_cell(loaded, config, world_config, seconds: int, bucket_s: int, video: P
     return {
         "seed": world_config.seed,
         "nicknames": world_config.nicknames,
+        "score_on_serve": world_config.score_on_serve,
         "policy": config.policy,
         "positions": config.positions,
         "wall_s": run["wall_s"],
@@ -340,7 +341,11 @@ def summarize(cell: dict, length: int, bucket_s: int) -> dict:
     from ..world.evaluate import score_lines
     from ..world.stream import World
 
-    world = World(WorldConfig(seed=cell["seed"], nicknames=cell["nicknames"]))
+    world = World(
+        WorldConfig(
+            seed=cell["seed"], nicknames=cell["nicknames"], score_on_serve=cell.get("score_on_serve", False)
+        )
+    )
     rows = list(world.rows(len(cell["predicted"])))
     n = len(rows)
 

@@ -31,6 +31,8 @@ class TrainConfig:
     number_loss_weight: float = 1.0  # weight of number tokens in the loss (announced scores)
     text_only_fraction: float = 0.0  # share of windows rendered without frames (text-skill curriculum)
     text_only_labels: str = "all"  # loss in those windows: "all" reply tokens or only "numbers"
+    memory_number_labels: bool = False  # loss on the numbers of the previous-text block too
+    time_shift_max: int = 0  # shift half the windows' time labels by up to this many seconds (long streams)
     skip_bad: bool = False  # skip and count bad samples instead of stopping
     # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)
     learning_rate: float = 1e-5
@@ -70,6 +72,8 @@ class TrainConfig:
                 raise StreamvlmError(f"train: data file {path} does not exist")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1:
             raise StreamvlmError("train: learning_rate must be > 0, batch_size and grad_accum >= 1")
+        if self.time_shift_max < 0:
+            raise StreamvlmError(f"train: time_shift_max must be >= 0, got {self.time_shift_max}")
         if self.text_only_labels not in ("all", "numbers"):
             raise StreamvlmError(
                 f"train: text_only_labels must be 'all' or 'numbers', not {self.text_only_labels!r}"

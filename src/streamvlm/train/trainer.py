@@ -139,6 +139,8 @@ def train(config: TrainConfig) -> dict:
         number_loss_weight=config.number_loss_weight,
         text_only_fraction=config.text_only_fraction,
         text_only_labels=config.text_only_labels,
+        time_shift_max=config.time_shift_max,
+        memory_number_labels=config.memory_number_labels,
     )
     train_set = StreamDataset(config.train_data, loaded, options, skip_bad=config.skip_bad)
     eval_set = (

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from .recipe import Recipe
+
 WORLD_HELP = """A deterministic paddle-and-ball match (Red left, Blue right) with exact per-second
 commentary. The score is never drawn: it is only announced after each point. Team nicknames are
 named only in the opening text (the stream's `previous` text) and used in every point line."""
@@ -53,17 +55,44 @@ def register(subparsers) -> None:
         "--work-dir", default="runs/world-model", help="stage outputs (default runs/world-model)"
     )
     model.add_argument("--out-dir", default="src/streamvlm/assets/world-model", help="where the model goes")
-    model.add_argument("--nicknames", action="store_true", help="train on matches with team nicknames")
-    model.add_argument("--videos", type=int, default=40, help="training matches (default 40)")
-    model.add_argument("--video-seconds", type=int, default=600, help="length of each (default 600)")
-    model.add_argument("--sft-steps", type=int, default=700, help="SFT optimizer steps (default 700)")
-    model.add_argument("--text-s", type=float, default=0.0, help="language-model warm-up, seconds (0: none)")
-    model.add_argument("--warmup-s", type=float, default=150.0, help="vision warm-up, seconds (150)")
+    d = Recipe()  # the shipped recipe's defaults
+    on_off = argparse.BooleanOptionalAction
+    model.add_argument("--nicknames", action=on_off, default=d.nicknames, help="matches with team nicknames")
+    model.add_argument("--videos", type=int, default=d.videos, help=f"training matches (default {d.videos})")
+    model.add_argument(
+        "--video-seconds", type=int, default=d.video_seconds, help="length of each (default %(default)s)"
+    )
+    model.add_argument(
+        "--sft-steps", type=int, default=d.sft_steps, help=f"SFT optimizer steps (default {d.sft_steps})"
+    )
+    model.add_argument("--text-s", type=float, default=d.text_s, help="text warm-up, seconds (0: none)")
+    model.add_argument(
+        "--warmup-s", type=float, default=d.warmup_s, help=f"vision warm-up, seconds ({d.warmup_s:g})"
+    )
     model.add_argument(
         "--text-only-fraction",
         type=float,
-        default=0.0,
-        help="share of SFT windows shown without frames, loss on the score numbers only (default 0)",
+        default=d.text_only_fraction,
+        help="share of SFT windows shown without frames, loss on the score numbers only (%(default)s)",
+    )
+    model.add_argument(
+        "--score-on-serve",
+        action=on_off,
+        default=d.score_on_serve,
+        help="matches that also announce the score with every serve",
+    )
+    model.add_argument(
+        "--time-shift-max",
+        type=int,
+        default=d.time_shift_max,
+        help="shift half the SFT windows' time labels by up to this many seconds, so the model has seen "
+        f"the time stamps of long streams ({d.time_shift_max}; 0: off)",
+    )
+    model.add_argument(
+        "--memory-number-labels",
+        action=on_off,
+        default=d.memory_number_labels,
+        help="SFT loss also on the score numbers of each window's previous-text block",
     )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -145,7 +174,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_train_model(args) -> int:
-    from .recipe import Recipe, train_world_model
+    from .recipe import train_world_model
 
     recipe = Recipe(
         work_dir=args.work_dir,
@@ -158,6 +187,9 @@ def cmd_train_model(args) -> int:
         warmup_s=args.warmup_s,
         eval_seconds=args.eval_seconds,
         text_only_fraction=args.text_only_fraction,
+        score_on_serve=args.score_on_serve,
+        time_shift_max=args.time_shift_max,
+        memory_number_labels=args.memory_number_labels,
     )
     result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result.get("held_out", {}), indent=1))

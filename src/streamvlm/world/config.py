@@ -92,6 +92,12 @@ class WorldConfig:
         return asdict(self)
 
     @classmethod
+    def for_model(cls, world_defaults: dict, seed: int, **overrides) -> "WorldConfig":
+        """The world a model was trained on (the "world" entry of its `streamvlm.json`), at `seed`."""
+        said = {k: world_defaults[k] for k in ("nicknames", "score_on_serve") if k in world_defaults}
+        return cls(seed=seed, **{**said, **overrides})
+
+    @classmethod
     def from_dict(cls, data: dict) -> "WorldConfig":
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)

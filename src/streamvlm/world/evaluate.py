@@ -4,7 +4,7 @@
 - events: for each kind (serve, return, point) a predicted line matches a truth event of the same
   kind and team within ±`tolerance_s` seconds (one-to-one); precision, recall, F1;
 - score: among truth points matched by a predicted point line, the fraction whose announced score
-  equals the truth score;
+  equals the truth score (and, where serve lines announce it too, the same among matched serves);
 - nickname: among matched point lines, the fraction naming the team by its own nickname.
 """
 
@@ -15,7 +15,7 @@ from .commentary import NICKNAMES, NUMBER_WORDS
 
 KINDS = ("serve", "return", "point")
 _POINT = re.compile(r"^(\w+) scores?! Red (\w+) Blue (\w+)")
-_TEAM = re.compile(r"^(Red|Blue) (serves|returns)\b")
+_TEAM = re.compile(r"^(Red|Blue) (serves|returns)\b(?:\. Red (\w+) Blue (\w+))?")
 
 
 @dataclass
@@ -40,7 +40,8 @@ def parse(text: str, t: float, nicknames: dict[str, str] | None) -> list[Said]:
         return [Said(t, "point", team, (read_number(m.group(2)), read_number(m.group(3))), name)]
     m = _TEAM.match(text)
     if m:
-        return [Said(t, "serve" if m.group(2) == "serves" else "return", m.group(1).lower())]
+        score = (read_number(m.group(3)), read_number(m.group(4))) if m.group(3) else None
+        return [Said(t, "serve" if m.group(2) == "serves" else "return", m.group(1).lower(), score)]
     return []
 
 
@@ -53,7 +54,7 @@ def read_number(word: str) -> int | None:
 
 def truth_events(rows: list[dict]) -> list[Said]:
     return [
-        Said(row["start"], e["kind"], e["team"], tuple(row["score"]) if e["kind"] == "point" else None)
+        Said(row["start"], e["kind"], e["team"], tuple(row["score"]) if e["kind"] != "return" else None)
         for row in rows
         for e in row["events"]
     ]
@@ -110,6 +111,8 @@ def score_lines(
         g = [s for s in truth if s.kind == kind]
         pairs = match(p, g, tolerance_s)
         result[kind] = f1(len(p), len(g), len(pairs))
+        if kind == "serve" and any(a.score is not None for a, _ in pairs):
+            result["serve_score_accuracy"] = _ratio(sum(a.score == b.score for a, b in pairs), len(pairs))
         if kind == "point":
             result["score_accuracy"] = _ratio(sum(a.score == b.score for a, b in pairs), len(pairs))
             if nicknames:

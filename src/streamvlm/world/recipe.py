@@ -36,7 +36,8 @@ class Recipe:
     work_dir: str = "runs/world-model"
     out_dir: str = "src/streamvlm/assets/world-model"
     nicknames: bool = False
-    videos: int = 40
+    score_on_serve: bool = True  # the world also announces the score with every serve
+    videos: int = 80
     video_seconds: int = 600
     dataset_seed: int = 1
     window_s: float = 24.0
@@ -48,16 +49,18 @@ class Recipe:
     text_s: float = 0.0  # wall time of the language-model warm-up (0: skipped, see the module notes)
     warmup_s: float = 150.0  # wall time of the vision warm-up
     warmup_videos: int = 12
-    sft_steps: int = 700
+    sft_steps: int = 1500
     sft_batch: int = 4
     sft_lr: float = 1e-3
     number_loss_weight: float = 10.0
-    text_only_fraction: float = 0.0  # SFT windows shown without frames, loss on their numbers only
+    text_only_fraction: float = 0.3  # SFT windows shown without frames, loss on their numbers only
+    memory_number_labels: bool = True  # SFT: loss on the numbers of the previous-text block too
+    time_shift_max: int = 7200  # SFT: half the windows' time labels shifted by up to this (long streams)
     eval_seconds: int = 300
     seed: int = 0
 
     def world(self, seed: int) -> WorldConfig:
-        return WorldConfig(seed=seed, nicknames=self.nicknames)
+        return WorldConfig(seed=seed, nicknames=self.nicknames, score_on_serve=self.score_on_serve)
 
 
 def train_world_model(recipe: Recipe, log=print) -> dict:
@@ -91,7 +94,12 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         log(f"[{name}] {timings[name]:.0f} s")
 
     init, data, text, warm, sft = (work / n for n in ("init", "data", "text", "warm", "sft"))
-    world_defaults = {"nicknames": recipe.nicknames, "eval_seed": EVAL_SEED, "demo_seed": DEMO_SEED}
+    world_defaults = {
+        "nicknames": recipe.nicknames,
+        "score_on_serve": recipe.score_on_serve,
+        "eval_seed": EVAL_SEED,
+        "demo_seed": DEMO_SEED,
+    }
     stage(
         "init",
         init / "streamvlm.json",
@@ -144,7 +152,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
             seeds,
             EVAL_SEED + 100,
             recipe.text_s,
-            nicknames=recipe.nicknames,
+            world=recipe.world,
             seed=recipe.seed,
             log=lambda s: None,
         )
@@ -182,6 +190,8 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         number_loss_weight=recipe.number_loss_weight,
         text_only_fraction=recipe.text_only_fraction,
         text_only_labels="numbers",
+        time_shift_max=recipe.time_shift_max,
+        memory_number_labels=recipe.memory_number_labels,
         num_workers=1,
         device="cpu",
         seed=recipe.seed,
@@ -246,6 +256,32 @@ def model_card(results: dict) -> str:
         else f"{t.get('text', 0) / 60:.1f} min, held-out number-token accuracy "
         f"{pct(text_stage['held_out_number_accuracy'])}"
     )
+    announced = "after each point" + (" and with each serve" if r.get("score_on_serve") else "")
+    extras = []
+    if r.get("text_only_fraction"):
+        extras.append(
+            f"{pct(r['text_only_fraction'])} of the windows shown without frames (loss on numbers only)"
+        )
+    if r.get("memory_number_labels"):
+        extras.append("loss also on the numbers of each window's previous-text block")
+    if r.get("time_shift_max"):
+        extras.append(f"time labels of half the windows shifted by up to {r['time_shift_max']} s")
+    extras_line = "".join(f";\n   {e}" for e in extras)
+    serve_score = m.get("serve_score_accuracy")
+    serve_row = (
+        f"| announced score right (matched serves) | {pct(serve_score)} |\n"
+        if serve_score is not None
+        else ""
+    )
+    score = m.get("score_accuracy") or 0.0
+    limits = (
+        "Every on-screen event (serve, return, point, silence) is commented at the right second, but the\n"
+        "running score, which is only in earlier commentary, is often wrong: the model says a plausible\n"
+        "score instead of carrying the last one forward."
+        if score < 0.9
+        else "The running score is carried from earlier commentary (the text window and memory); it is\n"
+        "the model's weakest skill, and its errors persist until the next correct announcement."
+    )
     return f"""# streamvlm world model
 
 A {WORLD_PARAMS} Qwen2.5-VL-architecture model (text 256 x 4 layers, vision 2 blocks x 128) trained
@@ -254,9 +290,9 @@ matches. It is the default model of `streamvlm run` and `streamvlm demo`.
 
 ## Data
 {r["videos"]} matches x {r["video_seconds"]} s (world dataset seed {r["dataset_seed"]}, nicknames
-{"on" if r["nicknames"] else "off"}), written in the Inf-Stream-Train format and cut by `make-chunks` into
-{r["window_s"]:.0f} s windows with a {r["stride_s"]:.0f} s stride; previous text cut to {r["text_sink"]} + \
-{r["text_window"]} tokens.
+{"on" if r["nicknames"] else "off"}, score announced {announced}), written in the
+Inf-Stream-Train format and cut by `make-chunks` into {r["window_s"]:.0f} s windows with a
+{r["stride_s"]:.0f} s stride; previous text cut to {r["text_sink"]} + {r["text_window"]} tokens.
 
 ## Recipe
 1. language-model warm-up on commentary text: {text_line};
@@ -264,7 +300,7 @@ matches. It is the default model of `streamvlm run` and `streamvlm demo`.
    {pct(results["vision_warmup"].get("held_out_accuracy"))};
 3. SFT on the windows with frames, {r["sft_steps"]} steps x batch {r["sft_batch"]}, lr {r["sft_lr"]} cosine,
    number tokens weighted x{r["number_loss_weight"]:g}, vision frozen, {t.get("sft", 0) / 60:.1f} min, final
-   train loss {results["sft"].get("train_loss", float("nan")):.3f}.
+   train loss {results["sft"].get("train_loss", float("nan")):.3f}{extras_line}.
 
 Total wall time {total_min:.0f} min on a 2-core CPU (stages: {stages}).
 
@@ -279,11 +315,10 @@ Command: `streamvlm world train-model` (resumable; see `streamvlm world train-mo
 | returns F1 | {m["return"]["f1"]:.3f} |
 | points F1 (right second ±1, right team) | {m["point"]["f1"]:.3f} |
 | announced score right (matched points) | {pct(m["score_accuracy"])} |
-
+{serve_row}
 Streaming defaults (used when no option is given): vision window {r["vision_window"]} s,
 {r["text_rounds"]} text rounds, text memory {r["text_sink"]} + {r["text_window"]} tokens, greedy decoding.
+
 ## Limits
-Every on-screen event (serve, return, point, silence) is commented at the right second, but the
-running score, which is only in earlier commentary, is mostly wrong: the model says a plausible
-score instead of carrying the last one forward. Wall times are from a shared 2-core machine.
+{limits} Wall times are from a 2-core machine.
 """

@@ -41,7 +41,7 @@ def text_warmup(
     train_seeds: list[int],
     held_out_seed: int,
     seconds: float,
-    nicknames: bool = False,
+    world=WorldConfig,
     length: int = 128,
     batch: int = 32,
     lr: float = 2e-3,
@@ -49,11 +49,10 @@ def text_warmup(
     seed: int = 0,
     log=print,
 ) -> dict:
-    """Train the language model (text stack) on commentary streams for `seconds` of wall time."""
-    train = torch.cat(
-        [commentary_ids(tokenizer, WorldConfig(seed=s, nicknames=nicknames), 3000) for s in train_seeds]
-    )
-    held = commentary_ids(tokenizer, WorldConfig(seed=held_out_seed, nicknames=nicknames), 1200)
+    """Train the language model (text stack) on commentary streams for `seconds` of wall time.
+    `world(seed)` gives the world configuration of each stream."""
+    train = torch.cat([commentary_ids(tokenizer, world(s), 3000) for s in train_seeds])
+    held = commentary_ids(tokenizer, world(held_out_seed), 1200)
     numbers = number_tokens(tokenizer)
     params = [p for n, p in model.named_parameters() if "visual" not in n]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
