@@ -17,10 +17,11 @@ from streamvlm.world.recipe import EVAL_SEED
 
 HELD_OUT_SEED = EVAL_SEED + 7  # neither a training seed nor the model card's evaluation seed
 
-#: Measured on the shipped checkpoint, 150 s of seeds EVAL_SEED + 7/8/9: exact 0.88-0.89, silence
-#: 0.99-1.0, serve F1 0.97, return F1 0.98-0.99, point F1 1.0. The announced score is right ~0 % of the
-#: time at 150 s (10 % on the card's 300 s match), so it has no floor here: it is the open problem.
-THRESHOLDS = {"exact": 0.83, "silence_accuracy": 0.95, "serve_f1": 0.9, "return_f1": 0.93, "point_f1": 0.93}
+#: Measured on the shipped checkpoint, 150 s of seeds EVAL_SEED + 7/8/9: exact 0.79-0.83 (serve lines
+#: carry the score, so a wrong score is an inexact second), silence 0.99-1.0, serve F1 0.90-0.93, return
+#: F1 0.95-0.98, point F1 0.93-0.97. The announced score is right 0-19 % of the time (11 % on the card's
+#: 300 s match), so it has no floor here: it is the open problem.
+THRESHOLDS = {"exact": 0.75, "silence_accuracy": 0.95, "serve_f1": 0.85, "return_f1": 0.92, "point_f1": 0.88}
 
 
 @pytest.fixture(scope="module")
