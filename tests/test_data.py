@@ -282,3 +282,45 @@ def test_memory_number_labels_cover_the_numbers_of_the_previous_text(long_video,
     assert torch.equal(with_memory["input_ids"], plain["input_ids"])  # the same prompt, more labels
     kept = plain["labels"] != -100
     assert torch.equal(with_memory["labels"][kept], plain["labels"][kept])
+
+
+def test_teacher_forced_number_accuracy_counts_each_number(long_video, tiny, tmp_path):
+    from types import SimpleNamespace
+
+    from streamvlm.eval.numbers import number_accuracy
+
+    _, video = long_video
+    words = [(0.1, 0.4, "red"), (0.4, 0.6, "scores"), (0.6, 0.9, "3"), (2.1, 2.5, "blue"), (2.5, 2.9, "4")]
+    write_annotations([StreamRecord(str(video), 0.0, 6.0, words=words)] * 2, tmp_path / "n.jsonl")
+    dataset = StreamDataset([tmp_path / "n.jsonl"], tiny, RenderOptions())
+
+    class Oracle(torch.nn.Module):  # logits at i put all mass on token i + 1 (or on token 0: `wrong`)
+        def __init__(self, wrong=False):
+            super().__init__()
+            self.wrong = wrong
+
+        def forward(self, input_ids, **_):
+            target = torch.zeros_like(input_ids) if self.wrong else input_ids.roll(-1, dims=1)
+            return SimpleNamespace(logits=torch.nn.functional.one_hot(target, len(tiny.tokenizer)).float())
+
+    right = number_accuracy(SimpleNamespace(model=Oracle(), tokenizer=tiny.tokenizer), dataset)
+    assert right == {
+        "accuracy": 1.0,
+        "numbers": 4,
+        "windows": 2,
+        "by_line": {"other": {"accuracy": 1.0, "numbers": 2}, "scores": {"accuracy": 1.0, "numbers": 2}},
+    }
+    wrong = number_accuracy(SimpleNamespace(model=Oracle(wrong=True), tokenizer=tiny.tokenizer), dataset, [0])
+    assert wrong["accuracy"] == 0.0 and wrong["numbers"] == 2 and wrong["windows"] == 1
+
+
+def test_eval_numbers_command(long_video, tiny_dir, tmp_path, capsys):
+    from streamvlm.cli import main
+
+    _, video = long_video
+    words = [(0.1, 0.4, "red"), (0.4, 0.6, "scores"), (0.6, 0.9, "3")]
+    write_annotations([StreamRecord(str(video), 0.0, 3.0, words=words)], tmp_path / "n.jsonl")
+    assert main(["eval", "numbers", str(tmp_path / "n.jsonl"), "--model", str(tiny_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["numbers"] == 1 and report["windows"] == 1 and list(report["by_line"]) == ["scores"]
+    assert main(["eval", "numbers", str(tmp_path / "missing.jsonl"), "--model", str(tiny_dir)]) == 2

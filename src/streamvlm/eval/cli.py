@@ -73,7 +73,12 @@ def register(subparsers) -> None:
 
 
 #: Modules adding `eval` subcommands (policy study, multiple-choice VQA, sharded generation).
-EVAL_MODULES: tuple[str, ...] = ("streamvlm.eval.mcq", "streamvlm.eval.generate", "streamvlm.eval.study")
+EVAL_MODULES: tuple[str, ...] = (
+    "streamvlm.eval.mcq",
+    "streamvlm.eval.generate",
+    "streamvlm.eval.study",
+    "streamvlm.eval.numbers",
+)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
