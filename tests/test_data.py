@@ -49,6 +49,11 @@ def long_video(tmp_path_factory):
     return root, video
 
 
+def first_window(root, tokenizer):
+    """The first 6 s window of the long video's annotation."""
+    return next(make_chunks(next(read_annotations(root / "train.jsonl")), tokenizer, window_s=6, stride_s=6))
+
+
 def test_annotations_round_trip_with_seeks(long_video):
     root, video = long_video
     records = list(read_annotations(root / "train.jsonl"))
@@ -151,9 +156,7 @@ def test_training_sample_equals_the_engine_prompt(long_video, tiny):
 
 def test_labels_cover_assistant_turns_only(long_video, tiny):
     root, _ = long_video
-    chunk = next(
-        make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6)
-    )
+    chunk = first_window(root, tiny.tokenizer)
     sample = render_sample(chunk, tiny, Renderer(tiny.tokenizer), RenderOptions(number_loss_weight=3.0))
     ids, labels = sample["input_ids"], sample["labels"]
     labelled = tiny.tokenizer.decode(ids[labels != -100])
@@ -213,9 +216,7 @@ def test_make_chunks_command(long_video, tiny_dir, tmp_path, capsys):
 
 def test_text_only_windows_keep_the_turns_and_drop_the_frames(long_video, tiny):
     root, _ = long_video
-    chunk = next(
-        make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6)
-    )
+    chunk = first_window(root, tiny.tokenizer)
     renderer, options = Renderer(tiny.tokenizer), RenderOptions()
     with_frames = render_sample(chunk, tiny, renderer, options)
     text_only = render_sample(chunk, tiny, renderer, options, text_only=True)
@@ -251,9 +252,7 @@ def test_text_only_windows_can_teach_the_numbers_alone(long_video, tiny, tmp_pat
 
 def test_time_shift_moves_only_the_time_labels(long_video, tiny):
     root, _ = long_video
-    chunk = next(
-        make_chunks(next(read_annotations(root / "train.jsonl")), tiny.tokenizer, window_s=6, stride_s=6)
-    )
+    chunk = first_window(root, tiny.tokenizer)
     renderer, options = Renderer(tiny.tokenizer), RenderOptions()
     plain = render_sample(chunk, tiny, renderer, options)
     shifted = render_sample(chunk, tiny, renderer, options, time_shift=3000)

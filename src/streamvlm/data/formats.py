@@ -137,6 +137,8 @@ def read_annotations(path: str | Path, skipped: list[str] | None = None) -> Iter
 def read_seeks(path: str | Path) -> list[int]:
     """Byte offsets of the lines of `path`: from its seeks file when present, else by scanning."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such annotation file")
     seeks = seeks_path(path)
     if seeks.is_file():
         offsets = json.loads(seeks.read_text())

@@ -71,20 +71,15 @@ def number_accuracy(loaded, dataset, windows=None) -> dict:
 
 
 def cmd_numbers(args) -> int:
-    from pathlib import Path
-
+    from ..config import StreamConfig
     from ..data.sample import RenderOptions, StreamDataset
-    from ..errors import StreamvlmError
     from ..runner import load_for_run
 
-    missing = [p for p in args.data if not Path(p).is_file()]
-    if missing:
-        raise StreamvlmError(f"eval numbers: data file {missing[0]} does not exist")
     loaded = load_for_run(args.model)
-    stream = loaded.defaults.get("stream", {})
+    stream = StreamConfig.from_dict(loaded.defaults.get("stream", {}))  # the model's, else the method's
     options = RenderOptions(
-        text_sink=args.text_sink if args.text_sink is not None else stream.get("text_sink", 512),
-        text_window=args.text_window if args.text_window is not None else stream.get("text_window", 512),
+        text_sink=stream.text_sink if args.text_sink is None else args.text_sink,
+        text_window=stream.text_window if args.text_window is None else args.text_window,
     )
     dataset = StreamDataset(args.data, loaded, options)
     windows = range(min(len(dataset), args.max_windows or len(dataset)))

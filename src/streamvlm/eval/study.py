@@ -341,11 +341,7 @@ def summarize(cell: dict, length: int, bucket_s: int) -> dict:
     from ..world.evaluate import score_lines
     from ..world.stream import World
 
-    world = World(
-        WorldConfig(
-            seed=cell["seed"], nicknames=cell["nicknames"], score_on_serve=cell.get("score_on_serve", False)
-        )
-    )
+    world = World(WorldConfig.for_model(cell, cell["seed"]))  # the cell keeps the world's commentary options
     rows = list(world.rows(len(cell["predicted"])))
     n = len(rows)
 
