@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +21,8 @@ from streamvlm.data.sample import RenderOptions, StreamDataset, collate
 from streamvlm.sources import synthetic_frames, write_video
 from streamvlm.train.config import load_config
 from streamvlm.train.trainer import StreamTrainer
+
+NO_POINTER = SimpleNamespace(pointer=None)  # a trainer's settings, without pointer supervision
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +76,12 @@ def write_config(path, tiny_dir, chunks, **extra):
 def test_loss_equals_transformers_loss_with_unit_weights(tiny, chunks):
     dataset = StreamDataset([chunks], tiny, RenderOptions())
     batch = collate([dataset[0], dataset[1]], pad_id=0)
-    ours = StreamTrainer.compute_loss(None, tiny.model, dict(batch))
+    ours = StreamTrainer.compute_loss(NO_POINTER, tiny.model, dict(batch))
     reference = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"}).loss
     assert torch.allclose(ours, reference, atol=1e-5)
     weighted = dict(batch)
     weighted["loss_weights"] = batch["loss_weights"] * 3.0  # a uniform weight changes nothing
-    assert torch.allclose(StreamTrainer.compute_loss(None, tiny.model, weighted), reference, atol=1e-5)
+    assert torch.allclose(StreamTrainer.compute_loss(NO_POINTER, tiny.model, weighted), reference, atol=1e-5)
 
 
 def test_short_run_learns_and_writes_a_loadable_checkpoint(tmp_path, tiny_dir, chunks):

@@ -47,6 +47,9 @@ class RenderOptions:
     #: memory holds it): more examples per window of carrying a number forward, in the very format the
     #: memory gives the model at inference. The block is still only read at inference, never written.
     memory_number_labels: bool = False
+    #: Words whose following number a supervised attention head must find (`train.pointer`): each
+    #: sample gets `pointer_targets`, at every position the index of the latest such number.
+    pointer_words: tuple[str, ...] = ()
 
 
 def render_layout(
@@ -125,7 +128,7 @@ def render_sample(
     weights = mask.float()
     if options.number_loss_weight != 1.0:
         weights[mask & is_number] = options.number_loss_weight
-    return {
+    sample = {
         "input_ids": ids,
         "position_ids": layout.positions(),
         "labels": torch.where(mask, ids, IGNORE),
@@ -133,6 +136,25 @@ def render_sample(
         "pixel_values_videos": torch.cat([p for p, _ in vision]) if vision else None,
         "video_grid_thw": torch.stack([g for _, g in vision]) if vision else None,
     }
+    if options.pointer_words:
+        sample["pointer_targets"] = pointer_targets(ids, loaded.tokenizer, list(options.pointer_words))
+    return sample
+
+
+def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str]) -> torch.Tensor:
+    """(len(words), n): at each position, the index of the latest number token said right after
+    `words[i]`, at or before that position; -1 where there is none yet."""
+    is_number = number_tokens(tokenizer)
+    text = {i: tokenizer.decode([i]).strip() for i in set(ids.tolist())}
+    out = torch.full((len(words), len(ids)), -1, dtype=torch.long)
+    latest = [-1] * len(words)
+    previous = None
+    for j, token in enumerate(ids.tolist()):
+        if previous in words and is_number[token]:
+            latest[words.index(previous)] = j
+        out[:, j] = torch.tensor(latest)
+        previous = text[token] or previous  # a lone space token does not part a word from its number
+    return out
 
 
 _NUMBERS: dict[int, torch.Tensor] = {}
@@ -236,6 +258,11 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         "labels": labels,
         "loss_weights": weights,
     }
+    if "pointer_targets" in samples[0]:  # padded with -1 (no target)
+        targets = torch.full((len(samples), len(samples[0]["pointer_targets"]), length), -1)
+        for i, s in enumerate(samples):
+            targets[i, :, : s["pointer_targets"].shape[1]] = s["pointer_targets"]
+        batch["pointer_targets"] = targets
     vision = [s for s in samples if s["pixel_values_videos"] is not None]
     if vision:  # text-only samples contribute no frames
         batch["pixel_values_videos"] = torch.cat([s["pixel_values_videos"] for s in vision])

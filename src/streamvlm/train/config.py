@@ -33,6 +33,11 @@ class TrainConfig:
     text_only_labels: str = "all"  # loss in those windows: "all" reply tokens or only "numbers"
     memory_number_labels: bool = False  # loss on the numbers of the previous-text block too
     time_shift_max: int = 0  # shift half the windows' time labels by up to this many seconds (long streams)
+    #: Pointer supervision (`train.pointer`): one head of `pointer_layer` per word learns to attend to
+    #: the latest number said after that word (e.g. [Red, Blue] for a running score); [] = off.
+    pointer_words: list[str] = field(default_factory=list)
+    pointer_layer: int = 2
+    pointer_weight: float = 1.0
     skip_bad: bool = False  # skip and count bad samples instead of stopping
     # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)
     learning_rate: float = 1e-5
@@ -74,6 +79,10 @@ class TrainConfig:
             raise StreamvlmError("train: learning_rate must be > 0, batch_size and grad_accum >= 1")
         if self.time_shift_max < 0:
             raise StreamvlmError(f"train: time_shift_max must be >= 0, got {self.time_shift_max}")
+        if self.pointer_words and self.gradient_checkpointing:
+            raise StreamvlmError("train: pointer supervision needs gradient_checkpointing off")
+        if self.pointer_words and self.pointer_weight <= 0:
+            raise StreamvlmError(f"train: pointer_weight must be > 0, got {self.pointer_weight}")
         if self.text_only_labels not in ("all", "numbers"):
             raise StreamvlmError(
                 f"train: text_only_labels must be 'all' or 'numbers', not {self.text_only_labels!r}"

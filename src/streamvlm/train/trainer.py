@@ -22,6 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..data.sample import IGNORE, RenderOptions, StreamDataset, collate
 from ..errors import StreamvlmError
 from ..models.load import load_model
+from . import pointer
 from .compat import load_full_checkpoint_weights
 from .config import TrainConfig
 
@@ -29,17 +30,29 @@ log = logging.getLogger(__name__)
 
 
 class StreamTrainer(Trainer):
+    #: (layer, heads, weight) of pointer supervision, or None
+    pointer: tuple[int, tuple[int, ...], float] | None = None
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         weights = inputs.pop("loss_weights")
+        pointer_targets = inputs.pop("pointer_targets", None)
         targets = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE  # predict token p+1 from position p
-        outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+        if self.pointer is not None and pointer_targets is not None and model.training:
+            layer, heads, pointer_weight = self.pointer
+            with pointer.supervise(pointer_targets, layer, heads):
+                outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+            pointer_loss = pointer.loss()
+        else:
+            outputs, pointer_loss = model(**inputs, logits_to_keep=keep, use_cache=False), None
         selected = targets != IGNORE
         ce = F.cross_entropy(outputs.logits.float(), targets[selected], reduction="none")
         w = weights[:, 1:][selected].to(ce.dtype)
         loss = (ce * w).sum() / w.sum().clamp_min(1e-8)
+        if pointer_loss is not None:
+            loss = loss + pointer_weight * pointer_loss
         return (loss, outputs) if return_outputs else loss
 
 
@@ -141,6 +154,7 @@ def train(config: TrainConfig) -> dict:
         text_only_labels=config.text_only_labels,
         time_shift_max=config.time_shift_max,
         memory_number_labels=config.memory_number_labels,
+        pointer_words=tuple(config.pointer_words),
     )
     train_set = StreamDataset(config.train_data, loaded, options, skip_bad=config.skip_bad)
     eval_set = (
@@ -191,6 +205,15 @@ def train(config: TrainConfig) -> dict:
         data_collator=partial(collate, pad_id=loaded.tokenizer.pad_token_id or 0),
         callbacks=callbacks,
     )
+    if config.pointer_words:
+        text = loaded.model.config.text_config
+        if not 0 <= config.pointer_layer < text.num_hidden_layers:
+            raise StreamvlmError(
+                f"train: pointer_layer {config.pointer_layer} outside 0..{text.num_hidden_layers - 1}"
+            )
+        heads = pointer.supervised_heads(text.num_attention_heads, len(config.pointer_words))
+        trainer.pointer = (config.pointer_layer, heads, config.pointer_weight)
+        pointer.enable(model)
     resume = resolve_resume(config.resume, out)
     if resume:
         log.warning("resuming from %s", resume)
@@ -200,6 +223,8 @@ def train(config: TrainConfig) -> dict:
     metrics = dict(result.metrics)
     if eval_set is not None:
         metrics.update(trainer.evaluate())
+    if config.pointer_words:
+        pointer.disable(model)  # the saved model attends as any other
     if trainer.is_world_process_zero():
         save_final(trainer, loaded, out / "final", config)
         plot_losses(trainer.state.log_history, out / "loss.png")

@@ -94,6 +94,12 @@ def register(subparsers) -> None:
         default=d.memory_number_labels,
         help="SFT loss also on the score numbers of each window's previous-text block",
     )
+    model.add_argument(
+        "--pointer-supervision",
+        action=on_off,
+        default=d.pointer_supervision,
+        help="SFT: two heads of layer 2 are taught to attend to the latest Red / Blue score number",
+    )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)
@@ -190,6 +196,7 @@ def cmd_train_model(args) -> int:
         score_on_serve=args.score_on_serve,
         time_shift_max=args.time_shift_max,
         memory_number_labels=args.memory_number_labels,
+        pointer_supervision=args.pointer_supervision,
     )
     result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result.get("held_out", {}), indent=1))

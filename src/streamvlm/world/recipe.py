@@ -21,7 +21,13 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   with 30 % frame-less windows (loss on numbers only): 32 % after 700 steps, 6-26 % at 600-1500
   steps (noisy: about 20 points per match, and one wrong number is copied until the next game);
 - loss on the numbers of the previous-text block (`memory_number_labels`) kept the model from
-  learning to look (600 of 1500 steps: exact 33 %, silence 48 %): off.
+  learning to look (600 of 1500 steps: exact 33 %, silence 48 %): off;
+- teacher-forced (`streamvlm eval numbers`, 746 numbers of 2 held-out matches) the copy is not the
+  only weakness: serve lines (copy) 79.5 %, point lines (copy + 1) 40.5 %. Pointer supervision
+  (`pointer_supervision`, two heads of layer 2 taught to attend to the latest Red / Blue number)
+  puts 99.98 % of those heads' weight on the right number and lifts the copy to 92.8 %, but point
+  lines fall to 31.1 % and the streaming score to 0 % (300 s): the increment is now the limit,
+  and a faithful copy carries a wrong increment forward. Off until the increment is learned.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
@@ -65,6 +71,7 @@ class Recipe:
     number_loss_weight: float = 10.0
     text_only_fraction: float = 0.3  # SFT windows shown without frames, loss on their numbers only
     memory_number_labels: bool = False  # SFT: loss on the numbers of the previous-text block too
+    pointer_supervision: bool = False  # SFT: heads taught where the latest score numbers are (train.pointer)
     time_shift_max: int = 7200  # SFT: half the windows' time labels shifted by up to this (long streams)
     eval_seconds: int = 300
     seed: int = 0
@@ -202,6 +209,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         text_only_labels="numbers",
         time_shift_max=recipe.time_shift_max,
         memory_number_labels=recipe.memory_number_labels,
+        pointer_words=["Red", "Blue"] if recipe.pointer_supervision else [],
         num_workers=1,
         device="cpu",
         seed=recipe.seed,
@@ -274,6 +282,8 @@ def model_card(results: dict) -> str:
         )
     if r.get("memory_number_labels"):
         extras.append("loss also on the numbers of each window's previous-text block")
+    if r.get("pointer_supervision"):
+        extras.append("two heads of layer 2 taught to attend to the latest Red / Blue score number")
     if r.get("time_shift_max"):
         extras.append(f"time labels of half the windows shifted by up to {r['time_shift_max']} s")
     extras_line = "".join(f";\n   {e}" for e in extras)
