@@ -47,7 +47,7 @@ def test_loss_is_minus_log_of_the_eager_attention_weight(tiny_dir):
         model.set_attn_implementation("eager")
         eager = model(input_ids=ids, output_attentions=True)
         pointer.enable(model)
-        model.train()  # the supervised path runs in training only, as in the trainer
+        model.train()  # as the trainer calls it (only in training)
         with pointer.supervise(targets, layer, heads):
             ours = model(input_ids=ids)
         model.eval()

@@ -146,15 +146,13 @@ def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str]) -> torch.Ten
     `words[i]`, at or before that position; -1 where there is none yet."""
     is_number = number_tokens(tokenizer)
     text = {i: tokenizer.decode([i]).strip() for i in set(ids.tolist())}
-    out = torch.full((len(words), len(ids)), -1, dtype=torch.long)
-    latest = [-1] * len(words)
-    previous = None
+    latest, columns, previous = [-1] * len(words), [], None
     for j, token in enumerate(ids.tolist()):
         if previous in words and is_number[token]:
             latest[words.index(previous)] = j
-        out[:, j] = torch.tensor(latest)
+        columns.append(list(latest))
         previous = text[token] or previous  # a lone space token does not part a word from its number
-    return out
+    return torch.tensor(columns, dtype=torch.long).reshape(len(ids), len(words)).T
 
 
 _NUMBERS: dict[int, torch.Tensor] = {}

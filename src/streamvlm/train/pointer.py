@@ -6,8 +6,8 @@ is about to be said to the *latest* number said after "Red" (resp. "Blue"). Lear
 loss alone this is slow on a tiny model: it attends to several earlier scores and answers one off.
 Here head `heads[i]` of layer `layer` is told, at every position, where that number is
 (`data.sample.pointer_targets`): the loss is -log(attention weight on it), averaged over the
-positions that have one. Like the vision warm-up's
-per-second head, it only shapes training; inference and the saved model are unchanged.
+positions that have one. Like the vision warm-up's per-second head, it only shapes training;
+inference and the saved model are unchanged.
 
 The hook is the public one `transformers` has for this, an attention function registered with
 `AttentionInterface`: it runs the stock SDPA attention and, in the supervised layer, recomputes the
