@@ -76,12 +76,15 @@ def test_report_has_every_policy_and_bucket(report):
         assert sum(b["points"] for b in done) == cell["overall"]["points"], name
         for b in done:
             assert all(b[m] is None or 0 <= b[m] <= 1 for m in study.METRICS), (name, b)
+            assert b["start_s"] == 0 or b["counted_score_accuracy"] is None  # a count starts at 0-0
+        counted = cell["overall"]["counted_score_accuracy"]
+        assert (counted is None) == (cell["overall"]["score_accuracy"] is None), name
     full = length["policies"]["full"]
     assert full["status"] == "truncated" and full["streamed_s"] == 10
     assert full["buckets"][0]["seconds"] == 10 and full["buckets"][1]["skipped"]
     assert all(c["status"] == "done" for n, c in length["policies"].items() if n != "full")
     md = report.with_suffix(".md").read_text()
-    assert "| no-memory |" in md and "skipped" in md and "full (first" in md
+    assert "| no-memory |" in md and "skipped" in md and "full (first" in md and "| counted score |" in md
 
 
 def test_policies_behave_as_defined(report):

@@ -58,3 +58,33 @@ def test_scores_announced_with_serves_are_scored_too():
     assert result["score_accuracy"] == 1.0
     plain = World(WorldConfig(seed=5, nicknames=False))  # serves without scores: no serve score number
     assert "serve_score_accuracy" not in score_lines([r["text"] for r in plain.rows(240)], rows, None)
+
+
+def test_counted_score_restarts_with_each_game_of_the_world():
+    world = World(WorldConfig(seed=5, points_to_win=3, nicknames=False))
+    rows = list(world.rows(300))
+    texts = [r["text"] for r in rows]
+    assert sum("wins the game" in t for t in texts) >= 3  # the count must restart at 0-0 each game
+    assert score_lines(texts, rows, None, points_to_win=3)["counted_score_accuracy"] == 1.0
+    assert "counted_score_accuracy" not in score_lines(texts, rows, None)  # asked for whole streams only
+
+
+def test_one_missed_point_spoils_the_counted_score_past_its_game():
+    """Games to 2: R R | B B | R. Missing the first point, an exact count of the lines said reads
+    1-0 (truth 2-0, game over), 1-1 (0-1), 1-2 (0-2: game over for both), then 1-0 (1-0)."""
+    said = [("red", (1, 0)), ("red", (2, 0)), ("blue", (0, 1)), ("blue", (0, 2)), ("red", (1, 0))]
+    rows, texts = [], []
+    for i, (team, score) in enumerate(said):
+        for t, text in (
+            (2 * i, f"{team.capitalize()} scores! Red {score[0]} Blue {score[1]}"),
+            (2 * i + 1, ""),
+        ):
+            events = [{"kind": "point", "team": team}] if text else []
+            rows.append(
+                {"start": float(t), "end": t + 1.0, "text": text, "events": events, "score": list(score)}
+            )
+            texts.append(text)
+    texts[0] = ""
+    result = score_lines(texts, rows, None, points_to_win=2)
+    assert result["score_accuracy"] == 1.0  # every announced score is still right ...
+    assert result["counted_score_accuracy"] == 1 / 4  # ... but counting the calls is right once in 4

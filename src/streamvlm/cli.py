@@ -304,10 +304,14 @@ def cmd_demo(args) -> int:
     out = Path(args.out_dir)
     if "world" in loaded.defaults:
         m = world_demo(loaded, config, args.seconds, args.seed, args.out_dir)
-        score = "n/a" if m["score_accuracy"] is None else f"{m['score_accuracy']:.0%}"
+
+        def pct(x):
+            return "n/a" if x is None else f"{x:.0%}"
+
         print(
             f"\nexact seconds {m['exact']:.0%} · points F1 {m['point']['f1']:.2f} · "
-            f"announced score right {score} "
+            f"announced score right {pct(m['score_accuracy'])} "
+            f"(its point calls counted exactly: {pct(m.get('counted_score_accuracy'))}) "
             f"· serves F1 {m['serve']['f1']:.2f} · returns F1 {m['return']['f1']:.2f}",
             file=sys.stderr,
         )

@@ -201,4 +201,6 @@ def world_demo(
         extra_out=[str(out / "demo.vtt")],
         describe=describe,
     )
-    return score_lines([line.text for line in lines], rows, world.nicknames)
+    return score_lines(
+        [line.text for line in lines], rows, world.nicknames, points_to_win=world_config.points_to_win
+    )

@@ -346,7 +346,8 @@ def summarize(cell: dict, length: int, bucket_s: int) -> dict:
     n = len(rows)
 
     def numbers(a: int, b: int) -> dict:
-        m = score_lines(cell["predicted"][a:b], rows[a:b], world.nicknames)
+        whole = world.config.points_to_win if a == 0 else None  # a count needs the stream from 0-0
+        m = score_lines(cell["predicted"][a:b], rows[a:b], world.nicknames, points_to_win=whole)
         stats = {k: v[a:b] for k, v in cell["stats"].items()}
         step = sorted(stats["step_ms"])
         return {
@@ -354,6 +355,7 @@ def summarize(cell: dict, length: int, bucket_s: int) -> dict:
             "serve_f1": m["serve"]["f1"],
             "return_f1": m["return"]["f1"],
             "score_accuracy": m["score_accuracy"],
+            "counted_score_accuracy": m.get("counted_score_accuracy"),
             "exact": m["exact"],
             "silence_accuracy": m["silence_accuracy"],
             "points": m["point"]["truth"],

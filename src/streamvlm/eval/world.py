@@ -53,7 +53,7 @@ def stream_world(
                 stats[-1].update(session_stats(session))
             if on_second is not None:
                 on_second(line, rows[len(predicted) - 1])
-    metrics = score_lines(predicted, rows, world.nicknames)
+    metrics = score_lines(predicted, rows, world.nicknames, points_to_win=world_config.points_to_win)
     buckets = [
         {"start_s": b, **score_lines(predicted[b : b + bucket_s], rows[b : b + bucket_s], world.nicknames)}
         for b in range(0, len(predicted), bucket_s)

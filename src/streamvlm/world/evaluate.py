@@ -5,6 +5,10 @@
   kind and team within ±`tolerance_s` seconds (one-to-one); precision, recall, F1;
 - score: among truth points matched by a predicted point line, the fraction whose announced score
   equals the truth score (and, where serve lines announce it too, the same among matched serves);
+- counted score (whole streams only): the same fraction for the score the predicted point lines
+  imply when counted exactly from 0-0 (team of each line, new game after `points_to_win`). It is the
+  ceiling the model's own point calls leave: one missed, extra or wrong-team point spoils the rest of
+  its game however well the model carries the score;
 - nickname: among matched point lines, the fraction naming the team by its own nickname.
 """
 
@@ -89,9 +93,14 @@ def f1(n_pred: int, n_truth: int, n_match: int) -> dict:
 
 
 def score_lines(
-    predicted: list[str], rows: list[dict], nicknames: dict[str, str] | None, tolerance_s: float = 1.0
+    predicted: list[str],
+    rows: list[dict],
+    nicknames: dict[str, str] | None,
+    tolerance_s: float = 1.0,
+    points_to_win: int | None = None,
 ) -> dict:
-    """Metrics of predicted per-second texts against the truth rows of the same seconds."""
+    """Metrics of predicted per-second texts against the truth rows of the same seconds; with
+    `points_to_win` (only for a stream from its first second) also the counted score."""
     n = min(len(predicted), len(rows))
     predicted, rows = predicted[:n], rows[:n]
     said = [
@@ -115,11 +124,27 @@ def score_lines(
             result["serve_score_accuracy"] = _ratio(sum(a.score == b.score for a, b in pairs), len(pairs))
         if kind == "point":
             result["score_accuracy"] = _ratio(sum(a.score == b.score for a, b in pairs), len(pairs))
+            if points_to_win is not None:
+                counted = count_score(p, points_to_win)
+                result["counted_score_accuracy"] = _ratio(
+                    sum(counted[id(a)] == b.score for a, b in pairs), len(pairs)
+                )
             if nicknames:
                 result["nickname_accuracy"] = _ratio(
                     sum(a.name == nicknames[b.team] for a, b in pairs), len(pairs)
                 )
     return result
+
+
+def count_score(points: list[Said], points_to_win: int) -> dict[int, tuple[int, int]]:
+    """{id(point): the score after it} counting `points` (in time order) exactly from 0-0."""
+    score, out = (0, 0), {}
+    for p in sorted(points, key=lambda s: s.t):
+        if max(score) >= points_to_win:
+            score = (0, 0)
+        score = (score[0] + (p.team == "red"), score[1] + (p.team == "blue"))
+        out[id(p)] = score
+    return out
 
 
 def _ratio(a: int, b: int) -> float | None:
