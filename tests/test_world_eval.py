@@ -1,5 +1,7 @@
 """Scoring commentary against world truth (pure functions: constructed cases with known answers)."""
 
+import pytest
+
 from streamvlm.world.config import WorldConfig
 from streamvlm.world.evaluate import parse, score_lines
 from streamvlm.world.stream import World
@@ -60,18 +62,19 @@ def test_scores_announced_with_serves_are_scored_too():
     assert "serve_score_accuracy" not in score_lines([r["text"] for r in plain.rows(240)], rows, None)
 
 
-def test_counted_score_restarts_with_each_game_of_the_world():
-    world = World(WorldConfig(seed=5, points_to_win=3, nicknames=False))
+@pytest.mark.parametrize("score_on_serve", [False, True])
+def test_counted_and_stepped_scores_restart_with_each_game_of_the_world(score_on_serve):
+    world = World(WorldConfig(seed=5, points_to_win=3, nicknames=False, score_on_serve=score_on_serve))
     rows = list(world.rows(300))
     texts = [r["text"] for r in rows]
     assert sum("wins the game" in t for t in texts) >= 3  # the count must restart at 0-0 each game
-    assert score_lines(texts, rows, None, points_to_win=3)["counted_score_accuracy"] == 1.0
+    result = score_lines(texts, rows, None, points_to_win=3)
+    assert result["counted_score_accuracy"] == 1.0 and result["stepped_score_accuracy"] == 1.0
     assert "counted_score_accuracy" not in score_lines(texts, rows, None)  # asked for whole streams only
 
 
-def test_one_missed_point_spoils_the_counted_score_past_its_game():
-    """Games to 2: R R | B B | R. Missing the first point, an exact count of the lines said reads
-    1-0 (truth 2-0, game over), 1-1 (0-1), 1-2 (0-2: game over for both), then 1-0 (1-0)."""
+def _games_to_two():
+    """Point lines of games to 2: R R | B B | R, one every other second."""
     said = [("red", (1, 0)), ("red", (2, 0)), ("blue", (0, 1)), ("blue", (0, 2)), ("red", (1, 0))]
     rows, texts = [], []
     for i, (team, score) in enumerate(said):
@@ -84,7 +87,26 @@ def test_one_missed_point_spoils_the_counted_score_past_its_game():
                 {"start": float(t), "end": t + 1.0, "text": text, "events": events, "score": list(score)}
             )
             texts.append(text)
+    return rows, texts
+
+
+def test_one_missed_point_spoils_the_counted_score_past_its_game():
+    """Missing the first point, an exact count of the lines said reads 1-0 (truth 2-0, game over),
+    1-1 (0-1), 1-2 (0-2: game over for both), then 1-0 (1-0). Stepped from the lines said: 2-0 after
+    nothing is a jump (wrong), then 0-1 after a game's end, 0-2, 1-0 after a game's end (right)."""
+    rows, texts = _games_to_two()
     texts[0] = ""
     result = score_lines(texts, rows, None, points_to_win=2)
     assert result["score_accuracy"] == 1.0  # every announced score is still right ...
     assert result["counted_score_accuracy"] == 1 / 4  # ... but counting the calls is right once in 4
+    assert result["stepped_score_accuracy"] == 3 / 4
+
+
+def test_stepped_score_follows_the_models_own_announcements():
+    """The second point said as 1-1 (a wrong step), then the truth again: 0-1 does not follow from
+    1-1 (wrong); 0-2 follows 0-1 and 1-0 a game's end (right)."""
+    rows, texts = _games_to_two()
+    texts[2] = "Red scores! Red 1 Blue 1"
+    result = score_lines(texts, rows, None, points_to_win=2)
+    assert result["score_accuracy"] == 4 / 5 and result["counted_score_accuracy"] == 1.0
+    assert result["stepped_score_accuracy"] == 3 / 5

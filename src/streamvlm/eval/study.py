@@ -356,6 +356,7 @@ def summarize(cell: dict, length: int, bucket_s: int) -> dict:
             "return_f1": m["return"]["f1"],
             "score_accuracy": m["score_accuracy"],
             "counted_score_accuracy": m.get("counted_score_accuracy"),
+            "stepped_score_accuracy": m.get("stepped_score_accuracy"),
             "exact": m["exact"],
             "silence_accuracy": m["silence_accuracy"],
             "points": m["point"]["truth"],

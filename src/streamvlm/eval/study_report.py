@@ -32,14 +32,17 @@ def markdown(r: dict) -> str:
         f"second at most, {'greedy' if cfg['greedy'] else 'sampled'}. No-memory: text memory 0 + 0; "
         f"append: no re-indexing of positions. {r['full_rule'].capitalize()}. Counted score: the score "
         "accuracy if the model's own point lines were counted exactly from 0-0 (the ceiling its point "
-        "calls leave: one missed or wrong-team point spoils every later count).",
+        "calls leave: one missed or wrong-team point spoils every later count). Stepped score: how often "
+        "a point line's score is the model's own previous announcement plus that point (the carrying "
+        "alone, free of its history).",
         "",
     ]
     for length in r["lengths"]:
         lines += [
             f"## {_min(length['seconds'])} min (world seed {length['seed']})",
             "",
-            "| policy | point F1 | serve F1 | return F1 | score acc. | counted score | exact | silence "
+            "| policy | point F1 | serve F1 | return F1 | score acc. | counted / stepped score "
+            "| exact | silence "
             "| last bucket: point F1 / score acc. | cache tokens (median / max) | memory tokens (max) "
             "| max position | ms per stream s (median / p99) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -50,7 +53,8 @@ def markdown(r: dict) -> str:
             label = name if cell["status"] == "done" else f"{name} (first {_min(cell['streamed_s'])} min)"
             lines.append(
                 f"| {label} | {_f(o['point_f1'])} | {_f(o['serve_f1'])} | {_f(o['return_f1'])} | "
-                f"{_pct(o['score_accuracy'])} | {_pct(o.get('counted_score_accuracy'))} | "
+                f"{_pct(o['score_accuracy'])} | {_pct(o.get('counted_score_accuracy'))} / "
+                f"{_pct(o.get('stepped_score_accuracy'))} | "
                 f"{_pct(o['exact'])} | {_pct(o['silence_accuracy'])} | "
                 f"{_f(last['point_f1'])} / {_pct(last['score_accuracy'])} | {o['cache_tokens_median']:g} / "
                 f"{o['cache_tokens_max']} | {o['memory_tokens_max']} | {o['max_position']} | "

@@ -9,6 +9,9 @@
   imply when counted exactly from 0-0 (team of each line, new game after `points_to_win`). It is the
   ceiling the model's own point calls leave: one missed, extra or wrong-team point spoils the rest of
   its game however well the model carries the score;
+- stepped score (whole streams only): among matched points, the fraction whose announced score is
+  the model's own previous announcement (point or serve line; 0-0 at the start and after a game's
+  last point) plus one for the line's team: how well it carries the score, free of its history;
 - nickname: among matched point lines, the fraction naming the team by its own nickname.
 """
 
@@ -100,7 +103,7 @@ def score_lines(
     points_to_win: int | None = None,
 ) -> dict:
     """Metrics of predicted per-second texts against the truth rows of the same seconds; with
-    `points_to_win` (only for a stream from its first second) also the counted score."""
+    `points_to_win` (only for a stream from its first second) also the counted and stepped scores."""
     n = min(len(predicted), len(rows))
     predicted, rows = predicted[:n], rows[:n]
     said = [
@@ -129,6 +132,10 @@ def score_lines(
                 result["counted_score_accuracy"] = _ratio(
                     sum(counted[id(a)] == b.score for a, b in pairs), len(pairs)
                 )
+                stepped = step_score(said, points_to_win)
+                result["stepped_score_accuracy"] = _ratio(
+                    sum(stepped[id(a)] == a.score for a, _ in pairs), len(pairs)
+                )
             if nicknames:
                 result["nickname_accuracy"] = _ratio(
                     sum(a.name == nicknames[b.team] for a, b in pairs), len(pairs)
@@ -144,6 +151,19 @@ def count_score(points: list[Said], points_to_win: int) -> dict[int, tuple[int, 
             score = (0, 0)
         score = (score[0] + (p.team == "red"), score[1] + (p.team == "blue"))
         out[id(p)] = score
+    return out
+
+
+def step_score(said: list[Said], points_to_win: int) -> dict[int, tuple[int, int]]:
+    """{id(point): the score its line should announce given the line before it}: the latest earlier
+    announced score (point or serve line; 0-0 before any, or after a game's last point) plus one for
+    the point's team."""
+    last, out = (0, 0), {}
+    for s in sorted((s for s in said if s.score is not None), key=lambda s: s.t):
+        if s.kind == "point":
+            base = (0, 0) if max(last) >= points_to_win else last
+            out[id(s)] = (base[0] + (s.team == "red"), base[1] + (s.team == "blue"))
+        last = s.score if None not in s.score else last
     return out
 
 

@@ -298,8 +298,9 @@ def model_card(results: dict) -> str:
         "Every on-screen event (serve, return, point, silence) is commented at the right second, but the\n"
         "running score, which is only in earlier commentary, is often wrong: the model often copies the\n"
         "last announced score but adds a point to the wrong side or guesses, and a wrong score is then\n"
-        "carried forward until the next game starts at zero. The last row is the ceiling its own point\n"
-        "calls leave: one missed, extra or wrong-team point makes every later count wrong."
+        "carried forward until the next game starts at zero. The counted row is the ceiling its own\n"
+        "point calls leave (one missed, extra or wrong-team point makes every later count wrong); the\n"
+        "stepped row is how often it adds the point to its own previous score correctly."
         if score < 0.9
         else "The running score is carried from earlier commentary (the text window and memory); it is\n"
         "the model's weakest skill, and its errors persist until the next correct announcement."
@@ -338,6 +339,7 @@ Command: `streamvlm world train-model` (resumable; see `streamvlm world train-mo
 | points F1 (right second ±1, right team) | {m["point"]["f1"]:.3f} |
 | announced score right (matched points) | {pct(m["score_accuracy"])} |
 {serve_row}| score if its point lines were counted exactly from 0-0 | {pct(m.get("counted_score_accuracy"))} |
+| point lines one step on from its own previous score | {pct(m.get("stepped_score_accuracy"))} |
 
 Streaming defaults (used when no option is given): vision window {r["vision_window"]} s,
 {r["text_rounds"]} text rounds, text memory {r["text_sink"]} + {r["text_window"]} tokens, greedy decoding.
