@@ -84,7 +84,12 @@ def test_report_has_every_policy_and_bucket(report):
     assert full["buckets"][0]["seconds"] == 10 and full["buckets"][1]["skipped"]
     assert all(c["status"] == "done" for n, c in length["policies"].items() if n != "full")
     md = report.with_suffix(".md").read_text()
-    assert "| no-memory |" in md and "skipped" in md and "full (first" in md and "| counted / stepped score |" in md
+    assert (
+        "| no-memory |" in md
+        and "skipped" in md
+        and "full (first" in md
+        and "| counted / stepped score |" in md
+    )
 
 
 def test_policies_behave_as_defined(report):

@@ -154,8 +154,9 @@ def test_frames_show_serves_and_returns_at_the_paddle_and_points_in_the_goal():
     assert seen == {SERVE, RETURN, POINT}
 
 
-def test_the_score_is_never_drawn():
-    config = WorldConfig(seed=3, size=56)
+@pytest.mark.parametrize("goal_light", [False, True])
+def test_the_score_is_never_drawn(goal_light):
+    config = WorldConfig(seed=3, size=56, goal_light=goal_light)
     renderer = Renderer(config)
     plain, scored = Match(config), Match(config)
     scored.score = (7, 3)  # same play, different off-screen state
@@ -165,6 +166,38 @@ def test_the_score_is_never_drawn():
         a, b = plain.state_at(step), scored.state_at(step)
         assert a.score != b.score
         assert np.array_equal(renderer.frame(a), renderer.frame(b))
+
+
+def test_goal_light_glows_in_the_scorers_colour_from_a_point_to_the_next_serve():
+    config = WorldConfig(seed=11, size=56, goal_light=True)
+    frames, rows = stream(config, 150)
+    plain, _ = stream(replace(config, goal_light=False), 150)
+    flat, plain = frames.reshape(-1, *frames.shape[2:]), plain.reshape(-1, *plain.shape[2:])
+    lit = {}  # frame index -> scorer, from the truth events: a point up to (not including) the next serve
+    scorer = None
+    events = sorted((e for r in rows for e in r["events"]), key=lambda e: e["time"])
+    for i in range(len(flat)):
+        for e in (e for e in events if round(e["time"] * config.fps) == i):
+            scorer = e["team"] if e["kind"] == POINT else None if e["kind"] == SERVE else scorer
+        if scorer is not None:
+            lit[i] = scorer
+    assert len(set(lit.values())) == 2 and len(lit) < len(flat) / 3
+    for i, frame in enumerate(flat):
+        if i not in lit:
+            assert np.array_equal(frame, plain[i]), i  # the option changes only the pause after a point
+            continue
+        left, right = frame[:, :2], frame[:, -2:]
+        glow = np.array(PADDLE_COLOR[lit[i]], np.uint8)
+        conceding, other = (right, left) if lit[i] == RED else (left, right)
+        glowing = np.all(conceding == glow, axis=-1)
+        assert np.all(glowing | np.all(conceding == np.array(BALL, np.uint8), axis=-1)), (
+            i
+        )  # the ball sits on it
+        assert glowing.mean() > 0.9, i
+        assert not np.any(np.all(other == glow, axis=-1)), i
+    with pytest.raises(StreamvlmError):
+        WorldConfig.from_dict({"goal_light": True, "no_such_option": 1})
+    assert WorldConfig.for_model({"goal_light": True}, seed=3).goal_light
 
 
 def test_score_changes_only_at_points_and_every_point_line_announces_it():
@@ -353,6 +386,15 @@ def test_cli_video_dataset_and_stats(tmp_path, capsys):
     )
     assert (tmp_path / "ds" / "annotations.jsonl").exists()
     assert (tmp_path / "ds" / "videos" / "world_0000.mp4").exists()
+    lit = tmp_path / "lit"
+    assert (
+        main(
+            ["world", "dataset", str(lit), "--videos", "1", "--seconds", "3", "--size", "56", "--goal-light"]
+        )
+        == 0
+    )
+    assert json.loads((lit / "world.json").read_text())["config"]["goal_light"] is True
+    assert json.loads((tmp_path / "ds" / "world.json").read_text())["config"]["goal_light"] is False
     capsys.readouterr()
 
     assert main(["world", "stats", "--seconds", "300", "--no-nicknames"]) == 0

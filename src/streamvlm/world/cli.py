@@ -82,6 +82,12 @@ def register(subparsers) -> None:
         help="matches that also announce the score with every serve",
     )
     model.add_argument(
+        "--goal-light",
+        action=on_off,
+        default=d.goal_light,
+        help="matches where the conceding goal line glows after a point, until the next serve",
+    )
+    model.add_argument(
         "--time-shift-max",
         type=int,
         default=d.time_shift_max,
@@ -117,6 +123,11 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points-to-win", type=int, default=11, help="points that win a game (default 11)")
     p.add_argument("--no-nicknames", action="store_true", help="point lines say Red/Blue, no opening text")
     p.add_argument("--score-on-serve", action="store_true", help="announce the score with every serve too")
+    p.add_argument(
+        "--goal-light",
+        action="store_true",
+        help="the conceding goal line glows after a point, till the serve",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -130,6 +141,7 @@ def config_from_args(args):
         points_to_win=args.points_to_win,
         nicknames=not args.no_nicknames,
         score_on_serve=args.score_on_serve,
+        goal_light=args.goal_light,
     )
 
 
@@ -193,6 +205,7 @@ def cmd_train_model(args) -> int:
         warmup_s=args.warmup_s,
         eval_seconds=args.eval_seconds,
         text_only_fraction=args.text_only_fraction,
+        goal_light=args.goal_light,
         score_on_serve=args.score_on_serve,
         time_shift_max=args.time_shift_max,
         memory_number_labels=args.memory_number_labels,

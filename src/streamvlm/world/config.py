@@ -36,6 +36,10 @@ class WorldConfig:
     # commentary
     nicknames: bool = True  # team nicknames, named only in the opening text, used in point lines
     score_on_serve: bool = False  # also announce the score with every serve
+    # picture of a point: from the point to the next serve the conceding goal line glows in the scorer's
+    # colour (a broadcast's goal graphic), so a point cannot pass for a near return; the score itself
+    # is still never drawn
+    goal_light: bool = False
     #: Say numbers as words ("Red three Blue four"): each is one token, never confused with the digits
     #: of the time stamps around it (with digits, a tiny model did not learn to carry the score).
     number_words: bool = True
@@ -94,7 +98,8 @@ class WorldConfig:
     @classmethod
     def for_model(cls, world_defaults: dict, seed: int, **overrides) -> "WorldConfig":
         """The world a model was trained on (the "world" entry of its `streamvlm.json`), at `seed`."""
-        said = {k: world_defaults[k] for k in ("nicknames", "score_on_serve") if k in world_defaults}
+        keys = ("nicknames", "score_on_serve", "goal_light")
+        said = {k: world_defaults[k] for k in keys if k in world_defaults}
         return cls(seed=seed, **{**said, **overrides})
 
     @classmethod

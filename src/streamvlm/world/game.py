@@ -44,13 +44,15 @@ class Event:
 
 @dataclass(frozen=True)
 class State:
-    """What is true at one instant. Everything but `score` and `possession` is drawn."""
+    """What is true at one instant. Everything but `score` and `possession` is drawn (`scorer` only
+    with the goal light)."""
 
     time_s: float
     ball: tuple[float, float] | None  # centre (x, y) in field units; None while no ball is in play
     paddles: tuple[float, float]  # centre heights of the Red and Blue paddles, field units
     score: tuple[int, int]
     possession: str | None  # the team that hit the ball last, while it is in play
+    scorer: str | None = None  # from a point to the next serve: who scored it
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Match:
         self.game_over = False  # the last point won a game; the next serve resets the score
         self.server = TEAMS[int(self.rng.integers(2))]
         self.possession: str | None = None
+        self.scorer: str | None = None  # who scored the last point, until the next serve
         half = c.ball_size / 2
         self.wall = (half, 1.0 - half)  # range of the ball's centre height
         reach = c.paddle_x + c.paddle_width / 2 + half
@@ -104,7 +107,7 @@ class Match:
             raise ValueError(f"step {step} is outside the current segment [{seg.start_step}, {seg.end_step})")
         u = (step - seg.start_step) / seg.steps
         paddles = tuple(a + u * (b - a) for a, b in zip(seg.paddles_from, seg.paddles_to, strict=True))
-        return State(step * STEP_S, self._ball(seg, u), paddles, self.score, self.possession)
+        return State(step * STEP_S, self._ball(seg, u), paddles, self.score, self.possession, self.scorer)
 
     def _ball(self, seg: Segment, u: float) -> tuple[float, float] | None:
         if seg.ball_from is None:
@@ -131,7 +134,7 @@ class Match:
             server = self.server
             ball = (self.contact_x[server], seg.paddles_to[TEAMS.index(server)])
             self.segment = self._flight(end, server, ball, seg.paddles_to)
-            self.possession = server
+            self.possession, self.scorer = server, None
             return Event(end, SERVE, server, self.score, new_game=new_game)
         if seg.kind == "flight":
             ball = self._ball(seg, 1.0)
@@ -154,7 +157,7 @@ class Match:
             red, blue = self.score
             self.score = (red + 1, blue) if scorer == RED else (red, blue + 1)
             self.game_over = max(self.score) >= self.config.points_to_win
-            self.server, self.possession = conceding, None
+            self.server, self.possession, self.scorer = conceding, None, scorer
             ball = self._ball(seg, 1.0)
             self.segment = Segment("goal", end, 1, ball, (0.0, 0.0), seg.paddles_to, seg.paddles_to)
             return Event(end, POINT, scorer, self.score, game_over=self.game_over)

@@ -1,14 +1,15 @@
 """Frames of the match: a fixed backdrop plus two paddles and a ball, painted by numpy slicing.
 
 Only positions are drawn (never the score, the nicknames or who has the ball), so what the text
-memory must carry cannot be read off the picture. A frame costs one small copy and three slice
-assignments.
+memory must carry cannot be read off the picture; with `goal_light`, also who just scored (the
+conceding goal line glows in the scorer's colour until the next serve). A frame costs one small copy
+and a few slice assignments.
 """
 
 import numpy as np
 
 from .config import WorldConfig
-from .game import State
+from .game import RED, State
 
 FIELD = (20, 84, 44)
 LINE = (64, 132, 84)
@@ -24,6 +25,8 @@ class Renderer:
         self.paddle_w_px = max(2, round(config.paddle_width * n))
         self.paddle_h_px = max(2, round(config.paddle_height * n))
         self.ball_px = max(2, round(config.ball_size * n))
+        self.goal_light = config.goal_light
+        self.light_px = max(2, n // 8)  # wide enough to fill much of a vision patch column
         self.background = self._background()
 
     def _background(self) -> np.ndarray:
@@ -39,6 +42,9 @@ class Renderer:
     def frame(self, state: State) -> np.ndarray:
         """(size, size, 3) uint8 RGB picture of `state`."""
         frame = self.background.copy()
+        if self.goal_light and state.scorer is not None:  # the goal the ball went into, other side's
+            goal = slice(self.size - self.light_px, None) if state.scorer == RED else slice(0, self.light_px)
+            frame[:, goal] = RED_PADDLE if state.scorer == RED else BLUE_PADDLE
         red_y, blue_y = state.paddles
         self._paint(frame, self.paddle_x, red_y, self.paddle_w_px, self.paddle_h_px, RED_PADDLE)
         self._paint(frame, 1.0 - self.paddle_x, blue_y, self.paddle_w_px, self.paddle_h_px, BLUE_PADDLE)
