@@ -17,11 +17,19 @@ from streamvlm.world.recipe import EVAL_SEED
 
 HELD_OUT_SEED = EVAL_SEED + 7  # neither a training seed nor the model card's evaluation seed
 
-#: Measured on the shipped checkpoint, 150 s of seeds EVAL_SEED + 7/8/9: exact 0.79-0.83 (serve lines
-#: carry the score, so a wrong score is an inexact second), silence 0.99-1.0, serve F1 0.90-0.93, return
-#: F1 0.95-0.98, point F1 0.93-0.97. The announced score is right 0-19 % of the time (11 % on the card's
-#: 300 s match), so it has no floor here: it is the open problem.
-THRESHOLDS = {"exact": 0.75, "silence_accuracy": 0.95, "serve_f1": 0.85, "return_f1": 0.92, "point_f1": 0.88}
+#: Measured on the shipped checkpoint, 150 s of seeds EVAL_SEED + 7/8/9: exact 0.79-0.85 (serve lines
+#: carry the score, so a wrong score is an inexact second), silence 0.99-1.0, serve F1 1.0, return F1
+#: 0.99-1.0, point F1 1.0 (so the counted score is 1.0), stepped score 0.47-0.57. The announced score is
+#: right 6-21 % of the time (32 % on the card's 300 s match), so it has no floor here: it is the open
+#: problem; the stepped floor guards the part of it the model has.
+THRESHOLDS = {
+    "exact": 0.75,
+    "silence_accuracy": 0.97,
+    "serve_f1": 0.95,
+    "return_f1": 0.95,
+    "point_f1": 0.95,
+    "stepped_score_accuracy": 0.3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +59,4 @@ def test_shipped_model_comments_a_match_it_never_saw(shipped):
     assert m["serve"]["f1"] >= THRESHOLDS["serve_f1"], m
     assert m["point"]["f1"] >= THRESHOLDS["point_f1"], m
     assert m["exact"] >= THRESHOLDS["exact"], m
+    assert m["stepped_score_accuracy"] >= THRESHOLDS["stepped_score_accuracy"], m
