@@ -2,6 +2,7 @@
 
 import pytest
 
+from streamvlm.world.commentary import NUMBER_WORDS
 from streamvlm.world.config import WorldConfig
 from streamvlm.world.evaluate import parse, score_lines
 from streamvlm.world.stream import World
@@ -110,3 +111,20 @@ def test_stepped_score_follows_the_models_own_announcements():
     result = score_lines(texts, rows, None, points_to_win=2)
     assert result["score_accuracy"] == 4 / 5 and result["counted_score_accuracy"] == 1.0
     assert result["stepped_score_accuracy"] == 3 / 5
+
+
+def test_stepped_score_counts_a_serve_that_does_not_repeat_the_last_score():
+    world = World(WorldConfig(seed=5, points_to_win=3, nicknames=False, score_on_serve=True))
+    rows = list(world.rows(300))
+    texts = [r["text"] for r in rows]
+    serves = [i for i, r in enumerate(rows) if any(e["kind"] == "serve" for e in r["events"])]
+    red, blue = rows[serves[1]]["score"]
+    assert (red, blue) != (0, 0)  # a serve inside a game: it should repeat the last point's score
+    texts[serves[1]] = (
+        texts[serves[1]].split(".")[0] + f". Red {NUMBER_WORDS[red]} Blue {NUMBER_WORDS[blue + 1]}"
+    )
+    result = score_lines(texts, rows, None, points_to_win=3)
+    announced = result["point"]["truth"] + result["serve"]["truth"]
+    # the serve is a wrong step and so is the next (true) point line, which does not follow from it
+    assert result["stepped_score_accuracy"] == (announced - 2) / announced
+    assert result["score_accuracy"] == 1.0

@@ -312,7 +312,7 @@ def cmd_demo(args) -> int:
             f"\nexact seconds {m['exact']:.0%} · points F1 {m['point']['f1']:.2f} · "
             f"announced score right {pct(m['score_accuracy'])} "
             f"(its point calls counted exactly: {pct(m.get('counted_score_accuracy'))}; "
-            f"one step on from its own last score: {pct(m.get('stepped_score_accuracy'))}) "
+            f"following from its own previous one: {pct(m.get('stepped_score_accuracy'))}) "
             f"· serves F1 {m['serve']['f1']:.2f} · returns F1 {m['return']['f1']:.2f}",
             file=sys.stderr,
         )

@@ -33,8 +33,8 @@ def markdown(r: dict) -> str:
         f"append: no re-indexing of positions. {r['full_rule'].capitalize()}. Counted score: the score "
         "accuracy if the model's own point lines were counted exactly from 0-0 (the ceiling its point "
         "calls leave: one missed or wrong-team point spoils every later count). Stepped score: how often "
-        "a point line's score is the model's own previous announcement plus that point (the carrying "
-        "alone, free of its history).",
+        "an announced score follows from the model's own previous announcement (a serve repeats it, a "
+        "point adds one; the carrying alone, free of its history).",
         "",
     ]
     for length in r["lengths"]:

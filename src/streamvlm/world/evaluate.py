@@ -9,9 +9,10 @@
   imply when counted exactly from 0-0 (team of each line, new game after `points_to_win`). It is the
   ceiling the model's own point calls leave: one missed, extra or wrong-team point spoils the rest of
   its game however well the model carries the score;
-- stepped score (whole streams only): among matched points, the fraction whose announced score is
-  the model's own previous announcement (point or serve line; 0-0 at the start and after a game's
-  last point) plus one for the line's team: how well it carries the score, free of its history;
+- stepped score (whole streams only): among matched points and matched serves that announce a
+  score, the fraction whose score follows from the model's own previous announcement (0-0 at the
+  start and after a game's last point): a serve repeats it, a point adds one for its team. How well
+  it carries the score, free of its history;
 - nickname: among matched point lines, the fraction naming the team by its own nickname.
 """
 
@@ -118,10 +119,12 @@ def score_lines(
             sum(not r["text"] for r in rows),
         ),
     }
+    announced = []  # matched lines that announce a score
     for kind in KINDS:
         p = [s for s in said if s.kind == kind]
         g = [s for s in truth if s.kind == kind]
         pairs = match(p, g, tolerance_s)
+        announced += [a for a, _ in pairs if a.score is not None]
         result[kind] = f1(len(p), len(g), len(pairs))
         if kind == "serve" and any(a.score is not None for a, _ in pairs):
             result["serve_score_accuracy"] = _ratio(sum(a.score == b.score for a, b in pairs), len(pairs))
@@ -132,14 +135,15 @@ def score_lines(
                 result["counted_score_accuracy"] = _ratio(
                     sum(counted[id(a)] == b.score for a, b in pairs), len(pairs)
                 )
-                stepped = step_score(said, points_to_win)
-                result["stepped_score_accuracy"] = _ratio(
-                    sum(stepped[id(a)] == a.score for a, _ in pairs), len(pairs)
-                )
             if nicknames:
                 result["nickname_accuracy"] = _ratio(
                     sum(a.name == nicknames[b.team] for a, b in pairs), len(pairs)
                 )
+    if points_to_win is not None:
+        stepped = step_score(said, points_to_win)
+        result["stepped_score_accuracy"] = _ratio(
+            sum(stepped[id(a)] == a.score for a in announced), len(announced)
+        )
     return result
 
 
@@ -155,14 +159,13 @@ def count_score(points: list[Said], points_to_win: int) -> dict[int, tuple[int, 
 
 
 def step_score(said: list[Said], points_to_win: int) -> dict[int, tuple[int, int]]:
-    """{id(point): the score its line should announce given the line before it}: the latest earlier
-    announced score (point or serve line; 0-0 before any, or after a game's last point) plus one for
-    the point's team."""
+    """{id(line): the score it should announce given the lines before it}: the latest earlier
+    announced score (0-0 before any, or after a game's last point), plus one for the team of a point."""
     last, out = (0, 0), {}
     for s in sorted((s for s in said if s.score is not None), key=lambda s: s.t):
-        if s.kind == "point":
-            base = (0, 0) if max(last) >= points_to_win else last
-            out[id(s)] = (base[0] + (s.team == "red"), base[1] + (s.team == "blue"))
+        base = (0, 0) if max(last) >= points_to_win else last
+        point = s.kind == "point"
+        out[id(s)] = (base[0] + (point and s.team == "red"), base[1] + (point and s.team == "blue"))
         last = s.score if None not in s.score else last
     return out
 

@@ -33,7 +33,7 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   later count (counted 10.8 % on 20 min, point F1 0.959; points were mistaken for near returns). The
   goal light (`goal_light`: the conceding goal line glows until the next serve) fixed the calls:
   20-minute point F1 0.995, serve 1.000, return 0.999; and the carrying improved with it
-  (teacher-forced point lines 48.1 %, serve lines 91.5 %; streamed stepped score 29 -> 55 %). On.
+  (teacher-forced point lines 48.1 %, serve lines 91.5 %; 20-minute stepped score 59 -> 74 %). On.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
@@ -319,7 +319,8 @@ def model_card(results: dict) -> str:
         "last announced score but adds a point to the wrong side or guesses, and a wrong score is then\n"
         "carried forward until the next game starts at zero. The counted row is the ceiling its own\n"
         "point calls leave (one missed, extra or wrong-team point makes every later count wrong); the\n"
-        "stepped row is how often it adds the point to its own previous score correctly."
+        "last row is how often a serve line repeats and a point line adds one to its own previous\n"
+        "announcement (the carrying alone)."
         if score < 0.9
         else "The running score is carried from earlier commentary (the text window and memory); it is\n"
         "the model's weakest skill, and its errors persist until the next correct announcement."
@@ -358,7 +359,7 @@ Command: `streamvlm world train-model` (resumable; see `streamvlm world train-mo
 | points F1 (right second ±1, right team) | {m["point"]["f1"]:.3f} |
 | announced score right (matched points) | {pct(m["score_accuracy"])} |
 {serve_row}| score if its point lines were counted exactly from 0-0 | {pct(m.get("counted_score_accuracy"))} |
-| point lines one step on from its own previous score | {pct(m.get("stepped_score_accuracy"))} |
+| announced scores following from its own previous one | {pct(m.get("stepped_score_accuracy"))} |
 
 Streaming defaults (used when no option is given): vision window {r["vision_window"]} s,
 {r["text_rounds"]} text rounds, text memory {r["text_sink"]} + {r["text_window"]} tokens, greedy decoding.
