@@ -7,8 +7,8 @@
   equals the truth score (and, where serve lines announce it too, the same among matched serves);
 - counted score (whole streams only): the same fraction for the score the predicted point lines
   imply when counted exactly from 0-0 (team of each line, new game after `points_to_win`). It is the
-  ceiling the model's own point calls leave: one missed, extra or wrong-team point spoils the rest of
-  its game however well the model carries the score;
+  ceiling the model's own point calls leave: one missed, extra or wrong-team point spoils every later
+  count (its games then end out of step too), however well the model carries the score;
 - stepped score (whole streams only): among matched points and matched serves that announce a
   score, the fraction whose score follows from the model's own previous announcement (0-0 at the
   start and after a game's last point): a serve repeats it, a point adds one for its team. How well
