@@ -306,6 +306,7 @@ class Cell:
 def run_cell(loaded, config, world_config, seconds: int, bucket_s: int, video: Path, tick=None) -> dict:
     """Stream one policy over one match; per-second texts and stats (summarized by `summarize`)."""
     from ..cache.layout import Kind
+    from ..world.config import MODEL_OPTIONS
     from .world import stream_world
 
     def memory_tokens(session) -> dict:
@@ -325,8 +326,7 @@ def run_cell(loaded, config, world_config, seconds: int, bucket_s: int, video: P
     keep = ("step_ms", "cache_tokens", "max_position", "memory_tokens")
     return {
         "seed": world_config.seed,
-        "nicknames": world_config.nicknames,
-        "score_on_serve": world_config.score_on_serve,
+        **{k: getattr(world_config, k) for k in MODEL_OPTIONS},  # the world `summarize` rebuilds
         "policy": config.policy,
         "positions": config.positions,
         "wall_s": run["wall_s"],

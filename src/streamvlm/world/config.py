@@ -14,6 +14,10 @@ STEP_S = 1.0 / STEPS_PER_S
 MIN_SIZE = 28  # below this the paddles and the ball no longer fit as distinct shapes
 
 
+#: The options a model is trained for, kept in its `streamvlm.json` "world" entry (`for_model`).
+MODEL_OPTIONS = ("nicknames", "score_on_serve", "goal_light")
+
+
 @dataclass
 class WorldConfig:
     seed: int = 0
@@ -98,8 +102,7 @@ class WorldConfig:
     @classmethod
     def for_model(cls, world_defaults: dict, seed: int, **overrides) -> "WorldConfig":
         """The world a model was trained on (the "world" entry of its `streamvlm.json`), at `seed`."""
-        keys = ("nicknames", "score_on_serve", "goal_light")
-        said = {k: world_defaults[k] for k in keys if k in world_defaults}
+        said = {k: world_defaults[k] for k in MODEL_OPTIONS if k in world_defaults}
         return cls(seed=seed, **{**said, **overrides})
 
     @classmethod

@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import WorldConfig
+from .config import MODEL_OPTIONS, WorldConfig
 
 WORLD_PARAMS = "5.0 M-parameter"
 
@@ -84,12 +84,7 @@ class Recipe:
     seed: int = 0
 
     def world(self, seed: int) -> WorldConfig:
-        return WorldConfig(
-            seed=seed,
-            nicknames=self.nicknames,
-            score_on_serve=self.score_on_serve,
-            goal_light=self.goal_light,
-        )
+        return WorldConfig(seed=seed, **{k: getattr(self, k) for k in MODEL_OPTIONS})
 
 
 def train_world_model(recipe: Recipe, log=print) -> dict:
@@ -124,9 +119,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
 
     init, data, text, warm, sft = (work / n for n in ("init", "data", "text", "warm", "sft"))
     world_defaults = {
-        "nicknames": recipe.nicknames,
-        "score_on_serve": recipe.score_on_serve,
-        "goal_light": recipe.goal_light,
+        **{k: getattr(recipe, k) for k in MODEL_OPTIONS},
         "eval_seed": EVAL_SEED,
         "demo_seed": DEMO_SEED,
     }
