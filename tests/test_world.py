@@ -190,9 +190,8 @@ def test_goal_light_glows_in_the_scorers_colour_from_a_point_to_the_next_serve()
         glow = np.array(PADDLE_COLOR[lit[i]], np.uint8)
         conceding, other = (right, left) if lit[i] == RED else (left, right)
         glowing = np.all(conceding == glow, axis=-1)
-        assert np.all(glowing | np.all(conceding == np.array(BALL, np.uint8), axis=-1)), (
-            i
-        )  # the ball sits on it
+        ball = np.all(conceding == np.array(BALL, np.uint8), axis=-1)  # where the ball sits on it
+        assert np.all(glowing | ball), i
         assert glowing.mean() > 0.9, i
         assert not np.any(np.all(other == glow, axis=-1)), i
     with pytest.raises(StreamvlmError):
