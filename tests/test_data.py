@@ -323,3 +323,33 @@ def test_eval_numbers_command(long_video, tiny_dir, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["numbers"] == 1 and report["windows"] == 1 and list(report["by_line"]) == ["scores"]
     assert main(["eval", "numbers", str(tmp_path / "missing.jsonl"), "--model", str(tiny_dir)]) == 2
+
+
+def test_text_data_windows_are_frameless_and_never_open_their_videos(tiny, tiny_dir, tmp_path, capsys):
+    from streamvlm.cli import main
+
+    words = [(0.1, 0.4, "red"), (0.4, 0.6, "scores"), (0.6, 0.9, "3"), (6.1, 6.5, "blue"), (6.5, 6.9, "4")]
+    record = StreamRecord("videos/never.mp4", 0.0, 12.0, query="Commentate.", words=words)
+    write_annotations([record], tmp_path / "text" / "annotations.jsonl")
+    out = tmp_path / "chunks" / "text.jsonl"
+    argv = ["make-chunks", str(tmp_path / "text" / "annotations.jsonl"), "--out", str(out)]
+    argv += ["--model", str(tiny_dir), "--window", "6", "--stride", "6"]
+    assert main(argv) == 2 and "never.mp4 not found" in capsys.readouterr().err  # videos are required...
+    assert main([*argv, "--text-only"]) == 0  # ...unless the records are commentary only
+    chunks = list(read_annotations(out))
+    assert [(c.video_start, c.video_end) for c in chunks] == [(0, 6), (6, 12)]
+    assert chunks[1].previous.split() == ["red", "scores", "3"]
+    assert chunks[0].video == "../text/videos/never.mp4"  # relative to the chunks file, as with videos
+    with pytest.raises(DataError, match="not found"):
+        StreamDataset([out], tiny, RenderOptions())
+    dataset = StreamDataset([], tiny, RenderOptions(text_only_labels="numbers"), text_paths=[out])
+    assert len(dataset) == 2
+    sample = dataset[1]
+    assert sample["pixel_values_videos"] is None
+    assert not (sample["input_ids"] == tiny.config.video_token_id).any()
+    expected = render_sample(
+        chunks[1], tiny, Renderer(tiny.tokenizer), RenderOptions(text_only_labels="numbers"), text_only=True
+    )
+    assert torch.equal(sample["input_ids"], expected["input_ids"])
+    said = sample["input_ids"][sample["labels"] != -100]
+    assert [tiny.tokenizer.decode([i]).strip() for i in said] == ["4"]  # numbers only, as configured

@@ -206,6 +206,8 @@ def test_bad_config_is_one_line(tmp_path, tiny_dir, chunks, capsys):
     assert "unknown training option(s): learning_rat" in capsys.readouterr().err
     assert main(["train", str(config), "train_data=missing.jsonl"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["train", str(config), "text_data=[missing-text.jsonl]"]) == 2
+    assert "missing-text.jsonl does not exist" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
 
 

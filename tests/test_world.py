@@ -369,6 +369,20 @@ def test_dataset_round_trips(tmp_path):
         assert record.video_path().is_file()
 
 
+def test_text_only_dataset_is_the_same_commentary_without_videos(tmp_path):
+    config = WorldConfig(seed=4, size=56)
+    rendered = write_dataset(tmp_path / "v", videos=2, seconds=40, config=config)
+    text = write_dataset(tmp_path / "t", videos=2, seconds=40, config=config, render=False)
+    assert text.read_bytes() == rendered.read_bytes()  # same annotations, byte for byte
+    assert (tmp_path / "t" / "annotations_seeks.jsonl").read_text() == (
+        tmp_path / "v" / "annotations_seeks.jsonl"
+    ).read_text()
+    assert not (tmp_path / "t" / "videos").exists()
+    manifest = json.loads((tmp_path / "t" / "world.json").read_text())
+    assert manifest["videos_written"] is False
+    assert json.loads((tmp_path / "v" / "world.json").read_text())["videos_written"] is True
+
+
 def test_cli_video_dataset_and_stats(tmp_path, capsys):
     out, truth = tmp_path / "m.mp4", tmp_path / "m.jsonl"
     args = ["world", "video", str(out), "--seconds", "4", "--size", "56", "--seed", "9"]

@@ -24,6 +24,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--skip-bad", action="store_true", help="skip (and count) malformed lines instead of stopping"
     )
+    p.add_argument(
+        "--text-only",
+        action="store_true",
+        help="commentary-only records (their videos need not exist; windows end by video_end): "
+        "train them with `text_data`",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_make_chunks)
 
@@ -48,15 +54,19 @@ def cmd_make_chunks(args) -> int:
     def windows():
         for path in args.inputs:
             for record in read_annotations(path, skipped=skipped if args.skip_bad else None):
-                try:
-                    video = record.video_path()
-                except DataError as exc:
-                    if not args.skip_bad:
-                        raise
-                    skipped.append(str(exc))
-                    continue
-                if video not in durations:
-                    durations[video] = VideoFileSource(video).duration
+                if args.text_only:  # the video is never opened: windows end by the record's own end
+                    duration = record.video_end
+                else:
+                    try:
+                        video = record.video_path()
+                    except DataError as exc:
+                        if not args.skip_bad:
+                            raise
+                        skipped.append(str(exc))
+                        continue
+                    if video not in durations:
+                        durations[video] = VideoFileSource(video).duration
+                    duration = durations[video]
                 for chunk in make_chunks(
                     record,
                     tokenizer,
@@ -64,10 +74,10 @@ def cmd_make_chunks(args) -> int:
                     args.stride,
                     args.text_sink,
                     args.text_window,
-                    durations[video],
+                    duration,
                     stats,
                 ):
-                    yield relocate(chunk, out.parent)
+                    yield relocate(chunk, out.parent, text_only=args.text_only)
 
     n = write_annotations(windows(), out)
     print(f"{n} windows -> {out}", file=sys.stderr)

@@ -176,31 +176,33 @@ class StreamDataset(torch.utils.data.Dataset):
     """Windows from annotation files (chunked with `make-chunks`), rendered on the fly.
 
     At construction every record is checked (video present, window inside the video): a bad one
-    raises `DataError`, or with `skip_bad` is left out, counted in `self.skipped` and logged.
+    raises `DataError`, or with `skip_bad` is left out, counted in `self.skipped` and logged. The
+    windows of `text_paths` are always rendered without frames: their videos are never opened.
     """
 
-    def __init__(self, annotation_paths, loaded: LoadedModel, options: RenderOptions, skip_bad: bool = False):
+    def __init__(
+        self,
+        annotation_paths,
+        loaded: LoadedModel,
+        options: RenderOptions,
+        skip_bad: bool = False,
+        text_paths=(),
+    ):
         self.loaded, self.options = loaded, options
         self.renderer = Renderer(
             loaded.tokenizer,
             **({"system_prompt": options.system_prompt} if options.system_prompt is not None else {}),
         )
-        self.handles: list[tuple[Path, int]] = []
+        self.handles: list[tuple[Path, int, bool]] = []  # (file, offset, always text-only)
         self.skipped: list[str] = []
         durations: dict[Path, float | None] = {}
-        for path in map(Path, annotation_paths):
+        sources = [(Path(p), False) for p in annotation_paths] + [(Path(p), True) for p in text_paths]
+        for path, text_only in sources:
             for offset in read_seeks(path):
                 try:
                     record = read_line(path, offset)
-                    video = record.video_path()
-                    if video not in durations:
-                        durations[video] = VideoFileSource(video).duration
-                    duration = durations[video]
-                    if duration is not None and record.video_end > duration + 1e-3:
-                        raise DataError(
-                            f"{record.where}: window ends at {record.video_end:.1f} s, "
-                            f"past the end of {video} ({duration:.1f} s)"
-                        )
+                    if not text_only:
+                        self._check_video(record, durations)
                 except Exception as exc:
                     if not skip_bad:
                         raise (
@@ -208,20 +210,35 @@ class StreamDataset(torch.utils.data.Dataset):
                         ) from exc
                     self.skipped.append(str(exc))
                     continue
-                self.handles.append((path, offset))
+                self.handles.append((path, offset, text_only))
         if self.skipped:
             log.warning("skipped %d bad samples; first: %s", len(self.skipped), self.skipped[0])
         if not self.handles:
-            raise DataError(f"no usable samples in {', '.join(map(str, annotation_paths))}")
+            names = [str(p) for p, _ in sources]
+            raise DataError(f"no usable samples in {', '.join(names)}")
+
+    @staticmethod
+    def _check_video(record: StreamRecord, durations: dict[Path, float | None]) -> None:
+        video = record.video_path()
+        if video not in durations:
+            durations[video] = VideoFileSource(video).duration
+        duration = durations[video]
+        if duration is not None and record.video_end > duration + 1e-3:
+            raise DataError(
+                f"{record.where}: window ends at {record.video_end:.1f} s, "
+                f"past the end of {video} ({duration:.1f} s)"
+            )
 
     def __len__(self) -> int:
         return len(self.handles)
 
     def __getitem__(self, index: int) -> dict:
-        path, offset = self.handles[index]
+        path, offset, always_text = self.handles[index]
         text_only, time_shift = window_draws(index, self.options)
         record = read_line(path, offset)
-        return render_sample(record, self.loaded, self.renderer, self.options, text_only, time_shift)
+        return render_sample(
+            record, self.loaded, self.renderer, self.options, text_only or always_text, time_shift
+        )
 
 
 def window_draws(index: int, options: RenderOptions) -> tuple[bool, int]:

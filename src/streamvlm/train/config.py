@@ -21,6 +21,9 @@ class TrainConfig:
     model: str = ""  # checkpoint dir or hub id to start from
     train_data: list[str] = field(default_factory=list)  # chunked annotation files (make-chunks)
     eval_data: list[str] = field(default_factory=list)
+    #: Annotation files whose windows are always shown without frames (their videos are never opened):
+    #: commentary-only data, e.g. `streamvlm world dataset --text-only`. Labels follow text_only_labels.
+    text_data: list[str] = field(default_factory=list)
     output_dir: str = "runs/train"
     # how samples are rendered (must match inference)
     fps: int = 2
@@ -70,9 +73,9 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.model:
             raise StreamvlmError("train: `model` (checkpoint to start from) is required")
-        if not self.train_data:
-            raise StreamvlmError("train: `train_data` (annotation files) is required")
-        for path in [*self.train_data, *self.eval_data]:
+        if not self.train_data and not self.text_data:
+            raise StreamvlmError("train: `train_data` or `text_data` (annotation files) is required")
+        for path in [*self.train_data, *self.eval_data, *self.text_data]:
             if not Path(path).is_file():
                 raise StreamvlmError(f"train: data file {path} does not exist")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -104,7 +107,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         if not isinstance(data, dict):
             raise StreamvlmError(f"{path}: expected a mapping of options")
         base = Path(path).parent
-        for key in ("train_data", "eval_data"):
+        for key in ("train_data", "eval_data", "text_data"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
             data[key] = [str(base / p) if not Path(p).is_absolute() else p for p in data.get(key) or []]
@@ -128,7 +131,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         data["lora"] = LoraOptions()
     elif lora in (False, None, "none"):
         data["lora"] = None
-    for key in ("train_data", "eval_data"):
+    for key in ("train_data", "eval_data", "text_data"):
         if isinstance(data.get(key), str):
             data[key] = [data[key]]
     try:

@@ -103,7 +103,7 @@ def plot_losses(history: list[dict], path: Path) -> None:
             ax.plot(*zip(*points, strict=True), label=label, marker="o" if label == "eval loss" else None)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    ax.set_yscale("log" if all(v > 0 for _, v in train + evals) else "linear")  # a zero loss: linear
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -156,7 +156,9 @@ def train(config: TrainConfig) -> dict:
         memory_number_labels=config.memory_number_labels,
         pointer_words=tuple(config.pointer_words),
     )
-    train_set = StreamDataset(config.train_data, loaded, options, skip_bad=config.skip_bad)
+    train_set = StreamDataset(
+        config.train_data, loaded, options, skip_bad=config.skip_bad, text_paths=config.text_data
+    )
     eval_set = (
         StreamDataset(config.eval_data, loaded, options, skip_bad=config.skip_bad)
         if config.eval_data

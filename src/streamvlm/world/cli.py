@@ -1,7 +1,7 @@
 """`streamvlm world ...` subcommands: write world videos, datasets, and print stream statistics.
 
     streamvlm world video OUT.mp4 --seconds N [--seed S] [--fps 2] [--size 112] [--truth OUT.jsonl]
-    streamvlm world dataset OUT_DIR --videos K --seconds N [--seed S]
+    streamvlm world dataset OUT_DIR --videos K --seconds N [--seed S] [--text-only]
     streamvlm world stats [--seconds 600] [--seed S]
 
 Registration only builds parsers; the world, PyAV and tqdm are imported when a command runs.
@@ -40,6 +40,11 @@ def register(subparsers) -> None:
     dataset.add_argument("out_dir", help="output directory")
     dataset.add_argument("--videos", type=int, required=True, help="number of videos")
     dataset.add_argument("--seconds", type=int, required=True, help="length of each video in seconds")
+    dataset.add_argument(
+        "--text-only",
+        action="store_true",
+        help="annotations only, no videos: commentary for frame-less training (`text_data`)",
+    )
     add_world_options(dataset)
     dataset.set_defaults(func=cmd_dataset)
 
@@ -74,6 +79,13 @@ def register(subparsers) -> None:
         type=float,
         default=d.text_only_fraction,
         help="share of SFT windows shown without frames, loss on the score numbers only (%(default)s)",
+    )
+    model.add_argument(
+        "--text-matches",
+        type=int,
+        default=d.text_matches,
+        help="commentary-only matches (no video, fresh seeds) whose windows are added to SFT without "
+        "frames (%(default)s)",
     )
     model.add_argument(
         "--score-on-serve",
@@ -177,7 +189,11 @@ def cmd_dataset(args) -> int:
         raise StreamvlmError(f"--videos and --seconds must be >= 1, got {args.videos} and {args.seconds}")
     config = config_from_args(args)
     with progress_bar(args.videos * args.seconds, "world dataset") as bar:
-        print(write_dataset(args.out_dir, args.videos, args.seconds, config, progress=bar))
+        print(
+            write_dataset(
+                args.out_dir, args.videos, args.seconds, config, progress=bar, render=not args.text_only
+            )
+        )
     return 0
 
 
@@ -205,6 +221,7 @@ def cmd_train_model(args) -> int:
         warmup_s=args.warmup_s,
         eval_seconds=args.eval_seconds,
         text_only_fraction=args.text_only_fraction,
+        text_matches=args.text_matches,
         goal_light=args.goal_light,
         score_on_serve=args.score_on_serve,
         time_shift_max=args.time_shift_max,

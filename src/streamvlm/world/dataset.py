@@ -14,7 +14,9 @@ A dataset directory reads like the public Inf-Stream-Train data, so training rea
      {"role": "assistant", "content": [
         {"type": "text_stream", "text_stream": [[1.0, 1.475, "Blue"], [1.475, 1.95, "serves"], ...]}]}]
 
-Video paths are relative to the annotation file's directory.
+Video paths are relative to the annotation file's directory. A text-only dataset (`render=False`)
+writes the same annotations and manifest but no video or truth files: its windows are for training
+the text skills without frames (`TrainConfig.text_data`), and generating one costs no rendering.
 """
 
 import json
@@ -82,12 +84,17 @@ def conversation(video: str, seconds: int, world: World, words: list[list]) -> l
 
 
 def write_dataset(
-    out_dir: str | Path, videos: int, seconds: int, config: WorldConfig | None = None, progress=None
+    out_dir: str | Path,
+    videos: int,
+    seconds: int,
+    config: WorldConfig | None = None,
+    progress=None,
+    render: bool = True,
 ) -> Path:
     """Write `videos` world videos of `seconds` each plus annotations; the annotation file's path.
 
     Video i plays world seed `video_seed(config.seed, i)`. Existing files of the same names are
-    replaced.
+    replaced. With `render=False` only the annotations are written (the named videos do not exist).
     """
     config = config or WorldConfig()
     if videos < 1:
@@ -101,15 +108,26 @@ def write_dataset(
             world = World(replace(config, seed=video_seed(config.seed, index)))
             rel = f"videos/world_{index:04d}.mp4"
             video = out_dir / rel
-            words = write_world_video(
-                video, world, seconds, truth=video.with_suffix(".truth.jsonl"), progress=progress
-            )
+            if render:
+                words = write_world_video(
+                    video, world, seconds, truth=video.with_suffix(".truth.jsonl"), progress=progress
+                )
+            else:
+                words = [w for row in world.rows(seconds) for w in row["words"]]
+                if progress is not None:
+                    progress.update(seconds)
             offsets.append(annotations.tell())
             annotations.write((json.dumps(conversation(rel, seconds, world, words)) + "\n").encode())
             entries.append({"video": rel, "seed": world.config.seed, "previous": world.opening_text})
     with _open(out_dir / SEEKS) as f:
         json.dump(offsets, f)
-    manifest = {"videos": videos, "seconds": seconds, "config": config.to_dict(), "entries": entries}
+    manifest = {
+        "videos": videos,
+        "seconds": seconds,
+        "videos_written": render,
+        "config": config.to_dict(),
+        "entries": entries,
+    }
     with _open(out_dir / MANIFEST) as f:
         json.dump(manifest, f, indent=1)
     return out_dir / ANNOTATIONS

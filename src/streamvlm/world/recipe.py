@@ -45,6 +45,23 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   (point lines 96-99 %, serve lines 100 %, still rising): the stack can carry the score. That skill
   does not transfer to the chat layout by itself (25 % there), where the same rallies are ~10x
   more tokens long; 6.5 min of frame-less chat windows from 400 fresh matches take it to 61 %.
+- short windows so that the score's source sits in the text memory (plain commentary, where the
+  stack can carry it): SFT on 4 s windows (stride 2 s, 2,400 steps x 8, 19 min) with the streaming
+  defaults at 4 s / 4 rounds made every point call right (20 min: point F1 1.000, counted score
+  100 %) but carried the score worse (stepped 44 % against 74 %; teacher-forced on 4 s windows 46 %,
+  point lines 28 %): a window holds one or two numbers, so SFT gives the number skill ~60x less
+  signal per step than language modelling over plain commentary. Not used.
+- frame-less windows from fresh matches instead of the training videos' (`text_matches` 68, no
+  video, in place of `text_only_fraction` 0.3: the same share, 1,700 windows of 68 seeds never
+  seen): 20 min stepped score 60 % against 74 %, point F1 0.995 (memorising the 80 videos' score
+  sequences is not what holds SFT back). Off.
+- the plain-commentary language model (98.7 % above) as the text weights, then 4 s windows with
+  loss also on the previous-text block's numbers (`memory_number_labels`), 2,000 steps x 8: the
+  numbers teacher-forced rose to 64 % on 4 s windows (serve lines 85 %, point lines 43 %), but
+  streaming it never said a serve or a point (20 min point F1 0.000); without the memory loss it
+  named points again but almost never serves (point F1 0.802, serve F1 0.039, stepped 29 %, 53 %
+  teacher-forced): the plain-commentary weights keep SFT from learning to name on-screen events, as
+  the language-model warm-up above did. Not used.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
@@ -62,6 +79,8 @@ WORLD_PARAMS = "5.0 M-parameter"
 #: Held-out matches: world seeds far from any training dataset's (`video_seed(1, i)` = 1_000_000 + i).
 EVAL_SEED = 9_000_001
 DEMO_SEED = 9_000_002
+#: Dataset seed of the commentary-only matches (`video_seed(2, i)`: apart from the videos and held-out).
+TEXT_DATASET_SEED = 2
 
 
 @dataclass
@@ -88,6 +107,7 @@ class Recipe:
     sft_lr: float = 1e-3
     number_loss_weight: float = 10.0
     text_only_fraction: float = 0.3  # SFT windows shown without frames, loss on their numbers only
+    text_matches: int = 0  # commentary-only matches (no video, fresh seeds): extra frame-less SFT windows
     memory_number_labels: bool = False  # SFT: loss on the numbers of the previous-text block too
     pointer_supervision: bool = False  # SFT: heads taught where the latest score numbers are (train.pointer)
     time_shift_max: int = 7200  # SFT: half the windows' time labels shifted by up to this (long streams)
@@ -99,7 +119,7 @@ class Recipe:
 
 
 def train_world_model(recipe: Recipe, log=print) -> dict:
-    from ..data.chunks import ChunkStats, make_chunks, relocate
+    from ..data.chunks import ChunkStats, make_chunks
     from ..data.formats import read_annotations, write_annotations
     from ..models.load import load_model
     from ..train.config import TrainConfig
@@ -140,28 +160,43 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         lambda: init_world_checkpoint(init, seed=recipe.seed, extra={"world": world_defaults}),
     )
 
-    def make_data():
-        write_dataset(data, recipe.videos, recipe.video_seconds, recipe.world(recipe.dataset_seed))
+    def cut(annotations: Path, stride_s: float) -> int:
+        """Windows of `annotations` (chunks.jsonl beside it, video paths kept relative); how many."""
         tokenizer = load_model(str(init)).tokenizer
         stats = ChunkStats()
         chunks = (
-            relocate(c, data)
-            for r in read_annotations(data / "annotations.jsonl")
+            c
+            for r in read_annotations(annotations)
             for c in make_chunks(
                 r,
                 tokenizer,
                 recipe.window_s,
-                recipe.stride_s,
+                stride_s,
                 recipe.text_sink,
                 recipe.text_window,
                 r.video_end,
                 stats,
             )
         )
-        write_annotations(chunks, data / "chunks.jsonl")
-        log(f"  {stats.windows} windows of {recipe.window_s:.0f} s")
+        write_annotations(chunks, annotations.parent / "chunks.jsonl")
+        return stats.windows
+
+    def make_data():
+        write_dataset(data, recipe.videos, recipe.video_seconds, recipe.world(recipe.dataset_seed))
+        log(f"  {cut(data / 'annotations.jsonl', recipe.stride_s)} windows of {recipe.window_s:.0f} s")
 
     stage("data", data / "chunks_seeks.jsonl", make_data)
+    commentary = data / "commentary"
+
+    def make_commentary():
+        world = recipe.world(TEXT_DATASET_SEED)
+        write_dataset(commentary, recipe.text_matches, recipe.video_seconds, world, render=False)
+        # no overlap: many matches rather than many windows of few
+        n = cut(commentary / "annotations.jsonl", recipe.window_s)
+        log(f"  {n} commentary-only windows of {recipe.window_s:.0f} s")
+
+    if recipe.text_matches:
+        stage("commentary", commentary / "chunks_seeks.jsonl", make_commentary)
 
     def save_stage(loaded, source: Path, target: Path, report: dict) -> None:
         tmp = target.with_name(target.name + ".tmp")
@@ -210,6 +245,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     config = TrainConfig(
         model=str(warm),
         train_data=[str(data / "chunks.jsonl")],
+        text_data=[str(commentary / "chunks.jsonl")] if recipe.text_matches else [],
         output_dir=str(sft),
         text_sink=recipe.text_sink,
         text_window=recipe.text_window,
@@ -302,6 +338,11 @@ def model_card(results: dict) -> str:
     if r.get("text_only_fraction"):
         extras.append(
             f"{pct(r['text_only_fraction'])} of the windows shown without frames (loss on numbers only)"
+        )
+    if r.get("text_matches"):
+        extras.append(
+            f"plus the windows of {r['text_matches']} commentary-only matches (fresh seeds, no video) "
+            "shown without frames"
         )
     if r.get("memory_number_labels"):
         extras.append("loss also on the numbers of each window's previous-text block")

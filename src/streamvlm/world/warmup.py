@@ -61,6 +61,7 @@ def vision_warmup(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     counts = torch.bincount(torch.tensor([label for *_, label in items]), minlength=len(CLASSES)).float()
     class_weight = (counts.sum() / counts.clamp_min(1)).sqrt()  # rare events (points) count more
+    batch = min(batch, len(items))  # a small dataset: every second in each step
     visual.train()
     started, step, recent = time.time(), 0, []
     while time.time() - started < seconds:

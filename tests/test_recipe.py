@@ -1,0 +1,42 @@
+"""The shipped model's recipe end to end, in miniature: every stage runs, is skipped when done, and
+the commentary-only matches reach SFT without any video."""
+
+import json
+
+from streamvlm.world.recipe import TEXT_DATASET_SEED, Recipe, train_world_model
+
+
+def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
+    recipe = Recipe(
+        work_dir=str(tmp_path / "work"),
+        out_dir=str(tmp_path / "model"),
+        videos=2,
+        video_seconds=24,
+        window_s=8,
+        stride_s=8,
+        warmup_s=1,
+        warmup_videos=1,
+        sft_steps=2,
+        sft_batch=2,
+        text_matches=3,
+        eval_seconds=6,
+    )
+    logs: list[str] = []
+    result = train_world_model(recipe, log=logs.append)
+    work = tmp_path / "work"
+    assert set(result["timings_s"]) == {"init", "data", "commentary", "text", "vision", "sft", "ship"}
+    commentary = work / "data" / "commentary"
+    assert not (commentary / "videos").exists()  # annotations only
+    manifest = json.loads((commentary / "world.json").read_text())
+    assert manifest["config"]["seed"] == TEXT_DATASET_SEED and manifest["videos_written"] is False
+    assert len((commentary / "chunks.jsonl").read_text().splitlines()) == 3 * 24 // 8
+    config = json.loads((work / "sft" / "train_config.json").read_text())
+    assert config["text_data"] == [str(commentary / "chunks.jsonl")]
+    model = tmp_path / "model"
+    card = (model / "README.md").read_text()
+    assert "3 commentary-only matches" in card
+    assert json.loads((model / "streamvlm.json").read_text())["stream"]["text_window"] == recipe.text_window
+    assert (model / "metrics.json").is_file() and (model / "model.safetensors").is_file()
+    logs.clear()
+    train_world_model(recipe, log=logs.append)  # a second run finds every stage done
+    assert sum("already done" in line for line in logs) == 7, logs
