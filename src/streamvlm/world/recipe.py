@@ -62,6 +62,9 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   named points again but almost never serves (point F1 0.802, serve F1 0.039, stepped 29 %, 53 %
   teacher-forced): the plain-commentary weights keep SFT from learning to name on-screen events, as
   the language-model warm-up above did. Not used.
+- more signal for the numbers in the shipped layout (24 s windows, 1,500 steps x 4): number weight
+  30 and half the windows frame-less broke the commentary (it says only "Red one", "Blue one": the
+  numbers-only loss of the frame-less windows outweighed the words; 20 min point F1 0.000).
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
