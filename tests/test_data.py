@@ -7,7 +7,7 @@ import torch
 
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
-from streamvlm.data.chunks import ChunkStats, make_chunks, truncate_pieces
+from streamvlm.data.chunks import ChunkStats, make_chunks, relocate, truncate_pieces
 from streamvlm.data.formats import DataError, StreamRecord, read_annotations, read_seeks, write_annotations
 from streamvlm.data.sample import (
     RenderOptions,
@@ -340,6 +340,10 @@ def test_text_data_windows_are_frameless_and_never_open_their_videos(tiny, tiny_
     assert [(c.video_start, c.video_end) for c in chunks] == [(0, 6), (6, 12)]
     assert chunks[1].previous.split() == ["red", "scores", "3"]
     assert chunks[0].video == "../text/videos/never.mp4"  # relative to the chunks file, as with videos
+    absolute = StreamRecord(str(tmp_path / "gone.mp4"), 0.0, 6.0, words=words)  # absolute, missing
+    assert relocate(absolute, out.parent, text_only=True).video == "../gone.mp4"
+    with pytest.raises(DataError, match="not found"):
+        relocate(absolute, out.parent)
     with pytest.raises(DataError, match="not found"):
         StreamDataset([out], tiny, RenderOptions())
     dataset = StreamDataset([], tiny, RenderOptions(text_only_labels="numbers"), text_paths=[out])

@@ -86,8 +86,5 @@ def make_chunks(
 def relocate(record: StreamRecord, out_dir: Path, text_only: bool = False) -> StreamRecord:
     """The record with its video path written relative to `out_dir` (where the chunks file lives).
     `text_only`: the video need not exist (commentary-only data, never opened)."""
-    if text_only and not Path(record.video).is_absolute():
-        video = ((record.root or Path(".")) / record.video).resolve()
-    else:
-        video = record.video_path().resolve()
+    video = record.video_path(must_exist=not text_only).resolve()
     return replace(record, video=os.path.relpath(video, out_dir.resolve()), root=out_dir)

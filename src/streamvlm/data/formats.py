@@ -45,9 +45,13 @@ class StreamRecord:
     def seconds(self) -> int:
         return int(round(self.video_end - self.video_start))
 
-    def video_path(self) -> Path:
+    def video_path(self, must_exist: bool = True) -> Path:
+        """Where the video is: as written if absolute, else beside the annotation file (or under
+        $DATASET_PATH). `must_exist=False` (commentary-only data): the first place, existing or not."""
         path = Path(self.video)
         candidates = [path] if path.is_absolute() else [(self.root or Path(".")) / path]
+        if not must_exist:
+            return candidates[0]
         if not path.is_absolute() and os.environ.get("DATASET_PATH"):
             candidates.append(Path(os.environ["DATASET_PATH"]) / path)
         for candidate in candidates:
