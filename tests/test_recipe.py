@@ -19,6 +19,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
         sft_steps=2,
         sft_batch=2,
         text_matches=3,
+        score_change=True,
         eval_seconds=6,
     )
     logs: list[str] = []
@@ -35,7 +36,9 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     model = tmp_path / "model"
     card = (model / "README.md").read_text()
     assert "3 commentary-only matches" in card
-    assert json.loads((model / "streamvlm.json").read_text())["stream"]["text_window"] == recipe.text_window
+    defaults = json.loads((model / "streamvlm.json").read_text())
+    assert defaults["stream"]["text_window"] == recipe.text_window
+    assert defaults["world"]["score_change"] is True and "now Blue four" in card  # the world it learned
     assert (model / "metrics.json").is_file() and (model / "model.safetensors").is_file()
     logs.clear()
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done

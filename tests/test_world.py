@@ -241,7 +241,14 @@ def test_silence_and_event_rates_are_in_the_target_ranges():
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"nicknames": False}, {"score_on_serve": True}, {"points_to_win": 20}, {"number_words": False}],
+    [
+        {},
+        {"nicknames": False},
+        {"score_on_serve": True},
+        {"score_change": True},
+        {"points_to_win": 20},
+        {"number_words": False},
+    ],
 )
 def test_vocabulary_is_small_and_closed(options):
     config = WorldConfig(**options)
@@ -288,6 +295,30 @@ def test_nicknames_appear_only_in_the_opening_text_and_the_point_lines():
         if row["events"][0]["kind"] == SERVE:
             said = f"Red {NUMBER_WORDS[row['score'][0]]} Blue {NUMBER_WORDS[row['score'][1]]}"
             assert row["text"].endswith(f"serves. {said}")
+
+
+@pytest.mark.parametrize("nicknames", [False, True])
+def test_score_change_lines_say_the_score_before_the_point_then_the_scorers_new_count(nicknames):
+    config = WorldConfig(seed=7, nicknames=nicknames, score_change=True, points_to_win=5)
+    world = World(config)
+    plain = World(replace(config, score_change=False))  # the same match, said the usual way
+    before, games = (0, 0), 0
+    for row, usual in zip(world.rows(15 * 60), plain.rows(15 * 60), strict=True):
+        assert row["events"] == usual["events"] and row["score"] == usual["score"]
+        if not row["events"] or row["events"][0]["kind"] != POINT:
+            assert row["text"] == usual["text"]
+            continue
+        team = row["events"][0]["team"]
+        red, blue = row["score"]
+        words = NUMBER_WORDS
+        said = f"Red {words[before[0]]} Blue {words[before[1]]} now {team.capitalize()} "
+        said += words[red if team == RED else blue]
+        name = world.nicknames[team] if nicknames else team.capitalize()
+        assert row["text"].startswith(f"{name} score{'' if nicknames else 's'}! {said}"), row["text"]
+        assert row["text"].endswith("game!") == (max(red, blue) == 5)
+        games += max(red, blue) == 5
+        before = (0, 0) if max(red, blue) == 5 else (red, blue)
+    assert games >= 2  # the score before the point restarts at 0-0 with each game
 
 
 def test_words_join_to_the_text_and_end_inside_their_second():

@@ -45,6 +45,28 @@ def test_parse_lines():
     assert parse("Bears score! Red 3 Blue 4", 10, nick)[0].team == "?"
     assert parse("Red serves", 1, None)[0].kind == "serve"
     assert parse("", 1, None) == [] and parse("garbage words", 1, None) == []
+    said = parse("Blue scores! Red three Blue four now Blue five", 10, None)[0]  # score_change
+    assert (said.team, said.score) == ("blue", (3, 5))
+    assert parse("Owls score! Red 3 Blue 4 now Red 4 Owls win the game!", 10, nick)[0].score == (4, 4)
+
+
+@pytest.mark.parametrize("score_change", [False, True])
+def test_a_world_said_with_its_score_change_scores_perfectly_against_itself(score_change):
+    world = World(WorldConfig(seed=5, points_to_win=3, nicknames=False, score_change=score_change))
+    rows = list(world.rows(300))
+    texts = [r["text"] for r in rows]
+    changes = sum(" now " in t for t in texts)
+    assert changes >= 10 if score_change else changes == 0
+    result = score_lines(texts, rows, None, points_to_win=3)
+    assert result["point"]["f1"] == 1.0
+    assert result["score_accuracy"] == result["stepped_score_accuracy"] == 1.0
+    points = [i for i, t in enumerate(texts) if "scores!" in t]
+    # a wrong count said for the second point: its score is wrong
+    said = texts[points[1]]
+    wrong = said.rsplit(" ", 1)[0] + " ten" if score_change else said.split("!")[0] + "! Red 9 Blue 9"
+    texts[points[1]] = wrong
+    result = score_lines(texts, rows, None, points_to_win=3)
+    assert result["score_accuracy"] == (len(points) - 1) / len(points)
 
 
 def test_scores_announced_with_serves_are_scored_too():

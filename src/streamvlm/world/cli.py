@@ -100,6 +100,12 @@ def register(subparsers) -> None:
         help="matches where the conceding goal line glows after a point, until the next serve",
     )
     model.add_argument(
+        "--score-change",
+        action=on_off,
+        default=d.score_change,
+        help="matches whose point lines repeat the score before the point, then the new count",
+    )
+    model.add_argument(
         "--time-shift-max",
         type=int,
         default=d.time_shift_max,
@@ -136,6 +142,11 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-nicknames", action="store_true", help="point lines say Red/Blue, no opening text")
     p.add_argument("--score-on-serve", action="store_true", help="announce the score with every serve too")
     p.add_argument(
+        "--score-change",
+        action="store_true",
+        help='point lines repeat the score before the point, then the new count ("... now Blue four")',
+    )
+    p.add_argument(
         "--goal-light",
         action="store_true",
         help="the conceding goal line glows after a point, till the serve",
@@ -154,6 +165,7 @@ def config_from_args(args):
         nicknames=not args.no_nicknames,
         score_on_serve=args.score_on_serve,
         goal_light=args.goal_light,
+        score_change=args.score_change,
     )
 
 
@@ -224,6 +236,7 @@ def cmd_train_model(args) -> int:
         text_matches=args.text_matches,
         goal_light=args.goal_light,
         score_on_serve=args.score_on_serve,
+        score_change=args.score_change,
         time_shift_max=args.time_shift_max,
         memory_number_labels=args.memory_number_labels,
         pointer_supervision=args.pointer_supervision,

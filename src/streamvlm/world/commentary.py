@@ -4,6 +4,7 @@
     Blue returns                        a return
     Owls score! Red three Blue four     a point, by nickname ("Blue scores! ..." without nicknames)
     Owls score! Red seven Blue eleven Owls win the game!    a game's last point; the next is at 0-0
+    Blue scores! Red three Blue three now Blue four        a point with `score_change`
 
 The nicknames are said once, in the opening text ("Red are the Foxes. Blue are the Owls."), so a
 point line needs a memory of the stream's very start (the text sink); the running score is only in
@@ -56,11 +57,16 @@ def line(event: Event, config: WorldConfig, nicknames: dict[str, str] | None) ->
             else f"{team} serves"
         )
     if event.kind == POINT:
+        said = score_words(event.score, config)
+        if config.score_change:  # the score before the point, then the scorer's new count
+            index = 0 if event.team == RED else 1
+            before = tuple(n - (i == index) for i, n in enumerate(event.score))
+            said = f"{score_words(before, config)} now {team} {number(event.score[index], config)}"
         if nicknames is None:
-            said = f"{team} scores! {score_words(event.score, config)}"
+            said = f"{team} scores! {said}"
             return f"{said} {team} wins the game!" if event.game_over else said
         name = nicknames[event.team]
-        said = f"{name} score! {score_words(event.score, config)}"
+        said = f"{name} score! {said}"
         return f"{said} {name} win the game!" if event.game_over else said
     return f"{team} returns"
 
@@ -84,6 +90,8 @@ def vocabulary(config: WorldConfig) -> list[str]:
     words |= {number(n, config) for n in range(config.points_to_win + 1)}
     if config.score_on_serve:
         words.add("serves.")
+    if config.score_change:
+        words.add("now")
     if config.nicknames:
         words |= {"score!", "win", "the", "game!", "are"}
         words |= set(NICKNAMES) | {f"{name}." for name in NICKNAMES}

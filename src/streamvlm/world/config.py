@@ -15,7 +15,7 @@ MIN_SIZE = 28  # below this the paddles and the ball no longer fit as distinct s
 
 
 #: The options a model is trained for, kept in its `streamvlm.json` "world" entry (`for_model`).
-MODEL_OPTIONS = ("nicknames", "score_on_serve", "goal_light")
+MODEL_OPTIONS = ("nicknames", "score_on_serve", "goal_light", "score_change")
 
 
 @dataclass
@@ -40,6 +40,10 @@ class WorldConfig:
     # commentary
     nicknames: bool = True  # team nicknames, named only in the opening text, used in point lines
     score_on_serve: bool = False  # also announce the score with every serve
+    #: A point line first repeats the score before the point, then says the scorer's new count
+    #: ("Blue scores! Red three Blue three now Blue four"): the running score is still carried from
+    #: earlier commentary, but the increment is made next to the number it raises.
+    score_change: bool = False
     # picture of a point: from the point to the next serve the conceding goal line glows in the scorer's
     # colour (a broadcast's goal graphic), so a point cannot pass for a near return; the score itself
     # is still never drawn

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .commentary import NICKNAMES, NUMBER_WORDS
 
 KINDS = ("serve", "return", "point")
-_POINT = re.compile(r"^(\w+) scores?! Red (\w+) Blue (\w+)")
+_POINT = re.compile(r"^(\w+) scores?! Red (\w+) Blue (\w+)(?: now (Red|Blue) (\w+))?")
 _TEAM = re.compile(r"^(Red|Blue) (serves|returns)\b(?:\. Red (\w+) Blue (\w+))?")
 
 
@@ -45,7 +45,10 @@ def parse(text: str, t: float, nicknames: dict[str, str] | None) -> list[Said]:
         team = by_name.get(name) or ({"Red": "red", "Blue": "blue"}.get(name))
         if team is None and name in NICKNAMES:
             team = "?"  # a nickname, but not one of this match's teams
-        return [Said(t, "point", team, (read_number(m.group(2)), read_number(m.group(3))), name)]
+        score = [read_number(m.group(2)), read_number(m.group(3))]
+        if m.group(4):  # `score_change`: the score before the point, then one team's new count
+            score[m.group(4) == "Blue"] = read_number(m.group(5))
+        return [Said(t, "point", team, tuple(score), name)]
     m = _TEAM.match(text)
     if m:
         score = (read_number(m.group(3)), read_number(m.group(4))) if m.group(3) else None

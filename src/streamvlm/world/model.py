@@ -39,14 +39,14 @@ def world_corpus(seeds: int = 40, seconds: int = 600, seed: int = 0) -> list[str
     rng = random.Random(seed)
     lines = ["You are a helpful assistant.", "previous text", "system", "user", "assistant", SILENCE.strip()]
     lines += [f"{a} are the {b}." for a in ("Red", "Blue") for b in NICKNAMES]
-    for s in range(seeds):  # half the matches announce the score with serves too
-        world = World(WorldConfig(seed=10_000 + s, score_on_serve=s % 2 == 1))
+    for s in range(seeds):  # half the matches announce the score with serves too, half say its change
+        world = World(WorldConfig(seed=10_000 + s, score_on_serve=s % 2 == 1, score_change=s % 4 >= 2))
         lines.append(world.opening_text)
         lines += [row["text"] + SILENCE for row in world.rows(seconds) if row["text"]]
     for _ in range(4000):
         a = rng.randint(0, 7200)
         lines.append(f"Time={a:.1f}-{a + 1:.1f}s")
-    lines.append(" ".join(vocabulary(WorldConfig(score_on_serve=True))))
+    lines.append(" ".join(vocabulary(WorldConfig(score_on_serve=True, score_change=True))))
     return lines
 
 

@@ -65,6 +65,18 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
 - more signal for the numbers in the shipped layout (24 s windows, 1,500 steps x 4): number weight
   30 and half the windows frame-less broke the commentary (it says only "Red one", "Blue one": the
   numbers-only loss of the frame-less windows outweighed the words; 20 min point F1 0.000).
+- the increment made next to the number it raises (`score_change`: "Blue scores! Red three Blue
+  three now Blue four"; the shipped recipe otherwise): on the 20 min match the new count was the
+  said score + 1 in 99 of 101 point lines, but the copies got worse (score before the point right
+  40 %, serve lines 57 %, stepped 48 % against 74 %; point F1 0.945, serve F1 0.863). Most wrong
+  copies put the other team's number in ("Red two Blue one" said as "Red two Blue two"): the heads
+  find the latest number, not the latest number of that team. With `pointer_supervision` as well
+  (the heads taught where each team's latest number is), the same 20 min match: every call right
+  (point, serve F1 1.000, counted score 100 %), the new count right in 98 of 98 point lines and the
+  serve lines' copy in 98 of 99, but the score before the point only in 51 of 98 (again mostly the
+  other team's number: "Red two Blue one" said as "Red two Blue two"), stepped 75.6 % (the shipped
+  model: 73.6 %). What is left is one copy: the score before the point, ~10 s after the serve that
+  said it. Not shipped: no better on the score than the shipped model.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
@@ -93,6 +105,7 @@ class Recipe:
     nicknames: bool = False
     score_on_serve: bool = True  # the world also announces the score with every serve
     goal_light: bool = True  # the conceding goal line glows after a point, until the next serve
+    score_change: bool = False  # point lines say the score before the point, then the new count
     videos: int = 80
     video_seconds: int = 600
     dataset_seed: int = 1
@@ -331,6 +344,11 @@ def model_card(results: dict) -> str:
         f"{pct(text_stage['held_out_number_accuracy'])}"
     )
     announced = "after each point" + (" and with each serve" if r.get("score_on_serve") else "")
+    if r.get("score_change"):
+        announced += (
+            '; a point line repeats the score before it, then the new count ("Blue scores! Red three '
+            'Blue three now Blue four")'
+        )
     picture = (
         "\nFrom a point to the next serve the conceding goal line glows in the scorer's colour (the\n"
         "score itself is never drawn)."
