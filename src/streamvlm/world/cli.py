@@ -122,7 +122,13 @@ def register(subparsers) -> None:
         "--pointer-supervision",
         action=on_off,
         default=d.pointer_supervision,
-        help="SFT: two heads of layer 2 are taught to attend to the latest Red / Blue score number",
+        help="SFT: two heads of a layer are taught to attend to the latest Red / Blue score number",
+    )
+    model.add_argument(
+        "--pointer-layer",
+        type=int,
+        default=d.pointer_layer,
+        help="the layer of those heads (%(default)s)",
     )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -240,6 +246,7 @@ def cmd_train_model(args) -> int:
         time_shift_max=args.time_shift_max,
         memory_number_labels=args.memory_number_labels,
         pointer_supervision=args.pointer_supervision,
+        pointer_layer=args.pointer_layer,
     )
     result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result.get("held_out", {}), indent=1))
