@@ -43,3 +43,39 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     logs.clear()
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done
     assert sum("already done" in line for line in logs) == 7, logs
+
+
+def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
+    from streamvlm.cli import main
+    from streamvlm.world import recipe as recipe_module
+
+    seen = []
+    monkeypatch.setattr(recipe_module, "train_world_model", lambda r, log: seen.append(r) or {})
+    argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
+    argv += ["--videos", "3", "--video-seconds", "30", "--sft-steps", "5", "--text-s", "2"]
+    argv += ["--warmup-s", "4", "--text-only-fraction", "0.5", "--text-matches", "6"]
+    argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
+    argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--score-change"]
+    argv += ["--memory-number-labels", "--pointer-supervision"]
+    assert main(argv) == 0
+    expected = Recipe(
+        work_dir=str(tmp_path / "w"),
+        out_dir=str(tmp_path / "m"),
+        videos=3,
+        video_seconds=30,
+        sft_steps=5,
+        text_s=2.0,
+        warmup_s=4.0,
+        text_only_fraction=0.5,
+        text_matches=6,
+        time_shift_max=9,
+        pointer_layer=1,
+        eval_seconds=12,
+        nicknames=True,
+        score_on_serve=False,
+        goal_light=False,
+        score_change=True,
+        memory_number_labels=True,
+        pointer_supervision=True,
+    )
+    assert seen == [expected]

@@ -16,6 +16,11 @@ class LoraOptions:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+#: The options that name annotation files: a list (a single string is read as one), YAML paths
+#: relative to the config file.
+DATA_KEYS = ("train_data", "eval_data", "text_data")
+
+
 @dataclass
 class TrainConfig:
     model: str = ""  # checkpoint dir or hub id to start from
@@ -75,7 +80,7 @@ class TrainConfig:
             raise StreamvlmError("train: `model` (checkpoint to start from) is required")
         if not self.train_data and not self.text_data:
             raise StreamvlmError("train: `train_data` or `text_data` (annotation files) is required")
-        for path in [*self.train_data, *self.eval_data, *self.text_data]:
+        for path in (p for key in DATA_KEYS for p in getattr(self, key)):
             if not Path(path).is_file():
                 raise StreamvlmError(f"train: data file {path} does not exist")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -107,7 +112,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         if not isinstance(data, dict):
             raise StreamvlmError(f"{path}: expected a mapping of options")
         base = Path(path).parent
-        for key in ("train_data", "eval_data", "text_data"):
+        for key in DATA_KEYS:
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
             data[key] = [str(base / p) if not Path(p).is_absolute() else p for p in data.get(key) or []]
@@ -131,7 +136,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         data["lora"] = LoraOptions()
     elif lora in (False, None, "none"):
         data["lora"] = None
-    for key in ("train_data", "eval_data", "text_data"):
+    for key in DATA_KEYS:
         if isinstance(data.get(key), str):
             data[key] = [data[key]]
     try:

@@ -10,6 +10,7 @@ Registration only builds parsers; the world, PyAV and tqdm are imported when a c
 import argparse
 import json
 import sys
+from dataclasses import fields
 
 from .recipe import Recipe
 
@@ -228,26 +229,8 @@ def cmd_stats(args) -> int:
 def cmd_train_model(args) -> int:
     from .recipe import train_world_model
 
-    recipe = Recipe(
-        work_dir=args.work_dir,
-        out_dir=args.out_dir,
-        nicknames=args.nicknames,
-        videos=args.videos,
-        video_seconds=args.video_seconds,
-        sft_steps=args.sft_steps,
-        text_s=args.text_s,
-        warmup_s=args.warmup_s,
-        eval_seconds=args.eval_seconds,
-        text_only_fraction=args.text_only_fraction,
-        text_matches=args.text_matches,
-        goal_light=args.goal_light,
-        score_on_serve=args.score_on_serve,
-        score_change=args.score_change,
-        time_shift_max=args.time_shift_max,
-        memory_number_labels=args.memory_number_labels,
-        pointer_supervision=args.pointer_supervision,
-        pointer_layer=args.pointer_layer,
-    )
+    options = {f.name for f in fields(Recipe)}  # each train-model option is named after its field
+    recipe = Recipe(**{k: v for k, v in vars(args).items() if k in options})
     result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result.get("held_out", {}), indent=1))
     return 0
