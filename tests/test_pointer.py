@@ -8,7 +8,7 @@ import torch
 from test_train import chunks, write_config  # noqa: F401 (fixture)
 
 from streamvlm.cli import main
-from streamvlm.data.sample import RenderOptions, StreamDataset, collate, pointer_targets
+from streamvlm.data.sample import RenderOptions, StreamDataset, collate, copy_targets, pointer_targets
 from streamvlm.models import load_model
 from streamvlm.train import pointer
 from streamvlm.train.trainer import StreamTrainer
@@ -82,11 +82,13 @@ def test_trainer_adds_the_weighted_pointer_loss(tiny_dir, chunks):  # noqa: F811
     assert batch["pointer_targets"].shape == (2, 1, batch["input_ids"].shape[1])
     assert (batch["pointer_targets"] >= 0).any()
     model = loaded.model
-    plain = StreamTrainer.compute_loss(SimpleNamespace(pointer=None), model, dict(batch))
+    plain = StreamTrainer.compute_loss(SimpleNamespace(pointer=None, readout=None), model, dict(batch))
     pointer.enable(model)
     model.train()
     with torch.no_grad():
-        weighted = StreamTrainer.compute_loss(SimpleNamespace(pointer=(1, (0,), 2.0)), model, dict(batch))
+        weighted = StreamTrainer.compute_loss(
+            SimpleNamespace(pointer=(1, (0,), 2.0), readout=None), model, dict(batch)
+        )
     extra = pointer.loss()
     model.eval()
     pointer.disable(model)
@@ -94,9 +96,133 @@ def test_trainer_adds_the_weighted_pointer_loss(tiny_dir, chunks):  # noqa: F811
     assert torch.allclose(weighted, plain + 2.0 * extra, atol=1e-4)
 
 
+def _encode(tokenizer, pieces):
+    ids, last = [], []
+    for piece in pieces:
+        ids += tokenizer.encode(piece, add_special_tokens=False)
+        last.append(len(ids) - 1)
+    return torch.tensor(ids), last
+
+
+def test_copy_positions_are_the_words_followed_by_the_number_their_head_finds(tiny):
+    tokenizer = tiny.tokenizer
+    pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 5", " Red", " 7"]
+    ids, last = _encode(tokenizer, pieces)
+    labels = ids.clone()
+    labels[: last[4] + 1] = -100  # the first score is context, not a reply
+    targets = pointer_targets(ids, tokenizer, ["Red", "Blue"])
+    words = pointer.word_token_ids(tokenizer, ["Red", "Blue"])
+    mask = pointer.copy_positions(ids[None], labels[None], targets[None], words)[0]
+    # " Red 3" repeats Red's 3; " Blue 5" is not Blue's 4; " Red 7" is not Red's 3; the first
+    # " Red" / " Blue" have no number before them (and are not labelled replies)
+    assert {j for j in range(len(ids) - 1) if mask[0, j]} == {last[6] - 1}  # " Red" or a space after it
+    assert not mask[1].any()
+    # one copy head: a single row of targets, only at the words followed by a number
+    one = copy_targets(ids, targets, tokenizer, ["Red", "Blue"])
+    expected = torch.full((1, len(ids)), -1)
+    for number, source in ((6, 1), (8, 3), (10, 6)):  # before each number, its team's latest number
+        expected[0, last[number] - 1] = last[source]
+    assert torch.equal(one, expected)
+    copies = pointer.copy_positions(ids[None], labels[None], one[None], None)[0, 0]
+    assert {j for j in range(len(ids) - 1) if copies[j]} == {last[6] - 1}
+
+
+def test_heads_write_what_eager_attention_adds_and_the_readout_is_its_direct_logit_effect(tiny_dir):
+    model = load_model(str(tiny_dir)).model
+    text = model.config.text_config
+    layer, heads = 1, pointer.supervised_heads(text.num_attention_heads, 2)
+    ids = torch.randint(0, 200, (2, 30))
+    targets = torch.randint(0, 5, (2, 2, 30))
+    attention = model.get_decoder().layers[layer].self_attn
+    captured = {}
+    hook = attention.v_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o.detach()))
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        eager = model(input_ids=ids, output_attentions=True, output_hidden_states=True)
+    hook.remove()
+    d = attention.head_dim
+    group = text.num_attention_heads // text.num_key_value_heads
+    values = captured["v"].view(2, 30, -1, d)
+    reference = [
+        (eager.attentions[layer][:, h] @ values[:, :, h // group])
+        @ attention.o_proj.weight[:, h * d : (h + 1) * d].T.detach()
+        for h in heads
+    ]
+    pointer.enable(model)
+    model.train()
+    with pointer.supervise(targets, layer, heads, write=True):
+        ours = model(input_ids=ids, output_hidden_states=True)
+    model.eval()
+    pointer.disable(model)
+    written = pointer.written()
+    assert len(written) == 2
+    for got, want in zip(written, reference, strict=True):
+        assert torch.allclose(got, want, atol=1e-4)
+    mask = torch.zeros(2, 2, 29, dtype=torch.bool)
+    mask[0, 0, [3, 10]] = mask[1, 1, 20] = True
+    following = torch.randint(0, 200, (2, 29))
+    hidden = ours.hidden_states[layer + 1]
+    loss = pointer.readout_loss(model, written, hidden, following, mask)
+    norm, head = model.get_decoder().norm, model.lm_head
+    rms = hidden.detach().pow(2).mean(-1, keepdim=True).add(norm.variance_epsilon).sqrt()
+    expected = torch.cat(
+        [
+            torch.nn.functional.cross_entropy(
+                head(norm.weight * (want / rms))[:, :-1][mask[:, i]], following[mask[:, i]], reduction="none"
+            )
+            for i, want in enumerate(reference)
+        ]
+    ).mean()
+    assert torch.allclose(loss, expected, atol=1e-4)
+    loss.backward()
+    assert head.weight.grad is None and norm.weight.grad is None  # only the heads learn from it
+    assert attention.v_proj.weight.grad.abs().sum() > 0
+    assert pointer.readout_loss(model, written, hidden, following, torch.zeros_like(mask)) is None
+
+
+def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
+    loaded = load_model(str(tiny_dir))
+    pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 4", " Red", " 5"]
+    ids, last = _encode(loaded.tokenizer, pieces)
+    labels = ids.clone()
+    labels[: last[4] + 1] = -100
+    batch = {
+        "input_ids": ids[None],
+        "labels": labels[None],
+        "loss_weights": (labels >= 0).float()[None],
+        "pointer_targets": pointer_targets(ids, loaded.tokenizer, ["Red", "Blue"])[None],
+    }
+    words = pointer.word_token_ids(loaded.tokenizer, ["Red", "Blue"])
+    mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], words)
+    assert mask.sum() == 2  # Red's 3 and Blue's 4 are copies; Red's 5 is not
+    model = loaded.model
+    pointer.enable(model)
+    model.train()
+    with torch.no_grad():
+        one = StreamTrainer.compute_loss(
+            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=None), model, dict(batch)
+        )
+        both = StreamTrainer.compute_loss(
+            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=(3.0, words)), model, dict(batch)
+        )
+        with pointer.supervise(batch["pointer_targets"], 0, (0, 2), write=True):
+            hidden = model(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[1]
+        readout = pointer.readout_loss(model, pointer.written(), hidden, labels[None, 1:], mask)
+    model.eval()
+    pointer.disable(model)
+    assert readout > 0
+    assert torch.allclose(both, one + 3.0 * readout, atol=1e-4)
+
+
 def test_training_with_pointer_supervision_runs_and_saves_a_plain_model(tmp_path, tiny_dir, chunks):  # noqa: F811
     config = write_config(
-        tmp_path / "c.yaml", tiny_dir, chunks, max_steps=3, pointer_words=["Red", "Blue"], pointer_layer=1
+        tmp_path / "c.yaml",
+        tiny_dir,
+        chunks,
+        max_steps=3,
+        pointer_words=["Red", "Blue"],
+        pointer_layer=1,
+        pointer_readout_weight=1.0,
     )
     assert main(["train", str(config)]) == 0
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
@@ -107,3 +233,5 @@ def test_training_with_pointer_supervision_runs_and_saves_a_plain_model(tmp_path
     assert main(["train", str(bad)]) != 0
     layer = write_config(tmp_path / "l.yaml", tiny_dir, chunks, pointer_words=["Red"], pointer_layer=2)
     assert main(["train", str(layer)]) != 0  # the tiny model has 2 layers
+    readout = write_config(tmp_path / "r.yaml", tiny_dir, chunks, pointer_readout_weight=1.0)
+    assert main(["train", str(readout)]) != 0  # a readout needs pointer words

@@ -56,7 +56,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--warmup-s", "4", "--text-only-fraction", "0.5", "--text-matches", "6"]
     argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--score-change"]
-    argv += ["--memory-number-labels", "--pointer-supervision"]
+    argv += ["--memory-number-labels", "--pointer-supervision", "--pointer-copy-head"]
+    argv += ["--pointer-readout-weight", "0.5"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -77,5 +78,17 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         score_change=True,
         memory_number_labels=True,
         pointer_supervision=True,
+        pointer_copy_head=True,
+        pointer_readout_weight=0.5,
     )
     assert seen == [expected]
+
+
+def test_pointer_options_without_pointer_supervision_are_refused(tmp_path, capsys):
+    from streamvlm.cli import main
+
+    argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
+    assert main([*argv, "--pointer-copy-head"]) != 0
+    assert "--pointer-supervision" in capsys.readouterr().err
+    assert main([*argv, "--pointer-readout-weight", "1"]) != 0
+    assert not (tmp_path / "w").exists()  # refused before any stage ran

@@ -46,6 +46,11 @@ class TrainConfig:
     pointer_words: list[str] = field(default_factory=list)
     pointer_layer: int = 2
     pointer_weight: float = 1.0
+    #: one head for all pointer words, supervised only where a word's number is about to be said
+    pointer_copy_head: bool = False
+    #: weight of reading the copied number off what the supervised heads write (their direct effect
+    #: on the logits, `train.pointer.readout_loss`); 0 = off
+    pointer_readout_weight: float = 0.0
     skip_bad: bool = False  # skip and count bad samples instead of stopping
     # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)
     learning_rate: float = 1e-5
@@ -91,6 +96,12 @@ class TrainConfig:
             raise StreamvlmError("train: pointer supervision needs gradient_checkpointing off")
         if self.pointer_words and self.pointer_weight <= 0:
             raise StreamvlmError(f"train: pointer_weight must be > 0, got {self.pointer_weight}")
+        if self.pointer_readout_weight < 0:
+            raise StreamvlmError(
+                f"train: pointer_readout_weight must be >= 0, got {self.pointer_readout_weight}"
+            )
+        if (self.pointer_readout_weight or self.pointer_copy_head) and not self.pointer_words:
+            raise StreamvlmError("train: pointer_readout_weight and pointer_copy_head need pointer_words")
         if self.text_only_labels not in ("all", "numbers"):
             raise StreamvlmError(
                 f"train: text_only_labels must be 'all' or 'numbers', not {self.text_only_labels!r}"

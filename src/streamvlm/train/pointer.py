@@ -9,6 +9,15 @@ Here head `heads[i]` of layer `layer` is told, at every position, where that num
 positions that have one. Like the vision warm-up's per-second head, it only shapes training;
 inference and the saved model are unchanged.
 
+Two variants, both off by default:
+- a copy head (`pointer_copy_head`, `data.sample.copy_targets`): one head, told only at the position
+  right before a number said after one of the words, where that word's latest number is; elsewhere it
+  is free. Its output there is the very number to say, whichever team asks;
+- a readout loss (`readout_loss`): what the supervised heads write into the residual stream (their
+  attention output through their slice of `o_proj`), read through the model's final norm and output
+  head (held fixed), must name the copied number. Finding the number is not enough if the layers
+  after the heads ignore what they bring; this asks the heads to say it.
+
 The hook is the public one `transformers` has for this, an attention function registered with
 `AttentionInterface`: it runs the stock SDPA attention and, in the supervised layer, recomputes the
 softmax of the supervised heads (one (L, L) map each) to read off the loss.
@@ -29,7 +38,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from ..errors import StreamvlmError
 
 NAME = "streamvlm_pointer_sdpa"
-_state: dict = {"targets": None, "layer": None, "heads": (), "loss": None}
+_state: dict = {"targets": None, "layer": None, "heads": (), "loss": None, "write": False, "written": []}
 
 
 def supervised_heads(num_heads: int, count: int) -> tuple[int, ...]:
@@ -50,13 +59,18 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         n = query.shape[2]
         causal = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
         group = query.shape[1] // key.shape[1]
-        losses = []
+        losses, written = [], []
         for i, head in enumerate(_state["heads"]):
             scores = query[:, head].float() @ key[:, head // group].float().transpose(1, 2)
             logp = (scores * module.scaling).masked_fill(~causal, float("-inf")).log_softmax(-1)
             target = targets[:, i, :n]
             picked = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0]
             losses.append(-picked[target >= 0])
+            if _state["write"]:  # the head's output through its slice of o_proj
+                out = logp.exp().to(value.dtype) @ value[:, head // group]
+                d = out.shape[-1]
+                written.append(out @ module.o_proj.weight[:, head * d : (head + 1) * d].T)
+        _state["written"] = written
         _state["loss"] = torch.cat(losses).mean() if sum(x.numel() for x in losses) else None
     return output
 
@@ -72,16 +86,73 @@ def disable(model) -> None:
 
 
 @contextmanager
-def supervise(targets: torch.Tensor, layer: int, heads: tuple[int, ...]):
+def supervise(targets: torch.Tensor, layer: int, heads: tuple[int, ...], write: bool = False):
     """Inside: a forward pass records the pointer loss of `targets` ((batch, len(heads), n) key
-    indices, -1 = none); read it with `loss()`."""
-    _state.update(targets=targets, layer=layer, heads=heads, loss=None)
+    indices, -1 = none), read it with `loss()`, and with `write` what the heads wrote (`written()`)."""
+    _state.update(targets=targets, layer=layer, heads=heads, loss=None, write=write, written=[])
     try:
         yield
     finally:
-        _state["targets"] = None
+        _state.update(targets=None, write=False)
 
 
 def loss() -> torch.Tensor | None:
     """The pointer loss of the last supervised forward pass (None if no position had a target)."""
     return _state["loss"]
+
+
+def word_token_ids(tokenizer, words: list[str]) -> list[torch.Tensor]:
+    """Per word, the vocabulary ids that decode to it (with or without a leading space), and last the
+    ids that decode to blanks (a lone space between a word and its number)."""
+    vocab = tokenizer.get_vocab().values()
+    return [torch.tensor([i for i in vocab if tokenizer.decode([i]).strip() == w]) for w in [*words, ""]]
+
+
+def copy_positions(
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    word_ids: list[torch.Tensor] | None,
+) -> torch.Tensor:
+    """(batch, rows, n - 1) bool: per row i of the pointer targets, the positions holding word i (or a
+    blank right after it; `word_token_ids`) whose next (labelled) token is the number that row points
+    at, i.e. where the reply copies the number its supervised head finds. `word_ids` None: one copy
+    head, whose targets are already only where a number follows."""
+    following = labels[:, 1:]
+    tokens = input_ids[:, :-1]
+    masks = []
+    for i in range(targets.shape[1]):
+        target = targets[:, i, : input_ids.shape[1]]
+        pointed = input_ids.gather(1, target.clamp(min=0))[:, :-1]
+        mask = (target[:, :-1] >= 0) & (pointed == following)
+        if word_ids is not None:
+            word, blank = (torch.isin(tokens, ids.to(tokens.device)) for ids in (word_ids[i], word_ids[-1]))
+            mask &= word | (blank & torch.nn.functional.pad(word, (1, 0))[:, :-1])
+        masks.append(mask)
+    return torch.stack(masks, 1)
+
+
+def written() -> list[torch.Tensor]:
+    """What each supervised head wrote into the residual stream in the last supervised forward pass
+    with `supervise(..., write=True)`: one (batch, n, hidden) tensor per head."""
+    return _state["written"]
+
+
+def readout_loss(model, written: list[torch.Tensor], hidden: torch.Tensor, following, mask):
+    """Cross-entropy of the copied numbers read off what the supervised heads wrote (their direct
+    effect on the logits: the model's final norm, with the scale of the residual stream `hidden`, and
+    output head, both held fixed), at the positions of `mask` (`copy_positions`): a head that finds the
+    number must also say it, so the layers after it need not learn to decode it. None where `mask` is
+    empty."""
+    norm, head = model.get_decoder().norm, model.get_output_embeddings()
+    losses = []
+    for i, contribution in enumerate(written):
+        m = mask[:, i]
+        if not m.any():
+            continue
+        h = hidden[:, :-1][m].detach().float()
+        scale = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        c = contribution[:, :-1][m].float() * scale * norm.weight.detach().float()
+        logits = torch.nn.functional.linear(c, head.weight.detach().float())
+        losses.append(torch.nn.functional.cross_entropy(logits, following[m], reduction="none"))
+    return torch.cat(losses).mean() if losses else None

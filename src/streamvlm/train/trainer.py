@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 class StreamTrainer(Trainer):
     #: (layer, heads, weight) of pointer supervision, or None
     pointer: tuple[int, tuple[int, ...], float] | None = None
+    #: (weight, per-word token ids) of the copied numbers' readout after the pointer layer, or None
+    readout: tuple[float, list[torch.Tensor] | None] | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -40,19 +42,28 @@ class StreamTrainer(Trainer):
         targets = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE  # predict token p+1 from position p
+        extra = []  # weighted auxiliary losses
         if self.pointer is not None and pointer_targets is not None and model.training:
             layer, heads, pointer_weight = self.pointer
-            with pointer.supervise(pointer_targets, layer, heads):
-                outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
-            pointer_loss = pointer.loss()
+            with pointer.supervise(pointer_targets, layer, heads, write=bool(self.readout)):
+                outputs = model(
+                    **inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=bool(self.readout)
+                )
+            if pointer.loss() is not None:
+                extra.append(pointer_weight * pointer.loss())
+            if self.readout:
+                readout_weight, word_ids = self.readout
+                mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, word_ids)
+                hidden = outputs.hidden_states[layer + 1]
+                readout = pointer.readout_loss(model, pointer.written(), hidden, targets, mask)
+                if readout is not None:
+                    extra.append(readout_weight * readout)
         else:
-            outputs, pointer_loss = model(**inputs, logits_to_keep=keep, use_cache=False), None
+            outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
         selected = targets != IGNORE
         ce = F.cross_entropy(outputs.logits.float(), targets[selected], reduction="none")
         w = weights[:, 1:][selected].to(ce.dtype)
-        loss = (ce * w).sum() / w.sum().clamp_min(1e-8)
-        if pointer_loss is not None:
-            loss = loss + pointer_weight * pointer_loss
+        loss = (ce * w).sum() / w.sum().clamp_min(1e-8) + sum(extra)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -155,6 +166,7 @@ def train(config: TrainConfig) -> dict:
         time_shift_max=config.time_shift_max,
         memory_number_labels=config.memory_number_labels,
         pointer_words=tuple(config.pointer_words),
+        pointer_copy_head=config.pointer_copy_head,
     )
     train_set = StreamDataset(
         config.train_data, loaded, options, skip_bad=config.skip_bad, text_paths=config.text_data
@@ -213,8 +225,16 @@ def train(config: TrainConfig) -> dict:
             raise StreamvlmError(
                 f"train: pointer_layer {config.pointer_layer} outside 0..{text.num_hidden_layers - 1}"
             )
-        heads = pointer.supervised_heads(text.num_attention_heads, len(config.pointer_words))
+        count = 1 if config.pointer_copy_head else len(config.pointer_words)
+        heads = pointer.supervised_heads(text.num_attention_heads, count)
         trainer.pointer = (config.pointer_layer, heads, config.pointer_weight)
+        if config.pointer_readout_weight:
+            words = (  # a copy head's one row of targets is set only where a number follows
+                None
+                if config.pointer_copy_head
+                else pointer.word_token_ids(loaded.tokenizer, config.pointer_words)
+            )
+            trainer.readout = (config.pointer_readout_weight, words)
         pointer.enable(model)
     resume = resolve_resume(config.resume, out)
     if resume:

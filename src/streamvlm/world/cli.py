@@ -131,6 +131,20 @@ def register(subparsers) -> None:
         default=d.pointer_layer,
         help="the layer of those heads (%(default)s)",
     )
+    model.add_argument(
+        "--pointer-copy-head",
+        action=on_off,
+        default=d.pointer_copy_head,
+        help="with --pointer-supervision: one head instead, taught only before each score number to "
+        "attend to that team's latest number",
+    )
+    model.add_argument(
+        "--pointer-readout-weight",
+        type=float,
+        default=d.pointer_readout_weight,
+        help="with --pointer-supervision: weight of a loss on the number those heads write, read "
+        "through the output head (%(default)s: off)",
+    )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)
