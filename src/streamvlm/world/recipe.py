@@ -100,7 +100,8 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   position) with `score_change`, the same 1,500 SFT steps (26 min) from the same warm-up: final
   train loss 0.02 against 0.22; teacher-forced 98.8 % of the numbers (point lines 99.3 %, serve
   lines 98.1 %); streaming 20 min on three held-out seeds (9001001-3): stepped score 95.3 / 95.2 /
-  95.3 % (the shipped model: 73.6 / 74.4 / ...), new count right in every point line. The score
+  95.3 % (the shipped model 73.6 / 74.4 / 71.3 %, the two dense heads 75.6 / 72.2 / 72.6 %), new
+  count right in every point line. The score
   itself is still not carried: 0.0 / 20.2 / 13.5 %, because the calls got slightly worse (point F1
   0.990 / 0.971 / 0.980; serve F1 0.98): on seed 9001001 the first point, at 4 s, was called a
   return, and every later score was then one short although carried without a slip for minutes;
