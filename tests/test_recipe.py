@@ -55,8 +55,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--videos", "3", "--video-seconds", "30", "--sft-steps", "5", "--text-s", "2"]
     argv += ["--warmup-s", "4", "--text-only-fraction", "0.5", "--text-matches", "6"]
     argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
-    argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--score-change"]
-    argv += ["--memory-number-labels", "--pointer-supervision", "--pointer-copy-head"]
+    argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
+    argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
     argv += ["--pointer-readout-weight", "0.5"]
     assert main(argv) == 0
     expected = Recipe(
@@ -75,10 +75,10 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         nicknames=True,
         score_on_serve=False,
         goal_light=False,
-        score_change=True,
+        score_change=False,
         memory_number_labels=True,
-        pointer_supervision=True,
-        pointer_copy_head=True,
+        pointer_supervision=False,
+        pointer_copy_head=False,
         pointer_readout_weight=0.5,
     )
     assert seen == [expected]
@@ -88,7 +88,8 @@ def test_pointer_options_without_pointer_supervision_are_refused(tmp_path, capsy
     from streamvlm.cli import main
 
     argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
-    assert main([*argv, "--pointer-copy-head"]) != 0
+    off = [*argv, "--no-pointer-supervision"]
+    assert main([*off, "--pointer-copy-head"]) != 0
     assert "--pointer-supervision" in capsys.readouterr().err
-    assert main([*argv, "--pointer-readout-weight", "1"]) != 0
+    assert main([*off, "--no-pointer-copy-head", "--pointer-readout-weight", "1"]) != 0
     assert not (tmp_path / "w").exists()  # refused before any stage ran

@@ -17,18 +17,18 @@ from streamvlm.world.recipe import EVAL_SEED
 
 HELD_OUT_SEED = EVAL_SEED + 7  # neither a training seed nor the model card's evaluation seed
 
-#: Measured on the shipped checkpoint, 150 s of seeds EVAL_SEED + 7/8/9: exact 0.79-0.85 (serve lines
-#: carry the score, so a wrong score is an inexact second), silence 0.99-1.0, serve F1 1.0, return F1
-#: 0.99-1.0, point F1 1.0 (so the counted score is 1.0), stepped score 0.55-0.66. The announced score is
-#: right 6-21 % of the time (32 % on the card's 300 s match), so it has no floor here: it is the open
-#: problem; the stepped floor guards the part of it the model has.
+#: Measured on the shipped checkpoint, 150 s of seeds EVAL_SEED + 7/8/9: exact 0.98-1.0, silence
+#: 0.96-1.0, serve F1 1.0, return F1 0.96-1.0, point F1 1.0, and the announced, counted and stepped
+#: scores all 1.0 (on 20-minute streams the announced score is right 10-88 % of the time: one slip is
+#: carried until the next game; see the model card and the recipe notes).
 THRESHOLDS = {
-    "exact": 0.75,
-    "silence_accuracy": 0.97,
+    "exact": 0.9,
+    "silence_accuracy": 0.95,
     "serve_f1": 0.95,
     "return_f1": 0.95,
     "point_f1": 0.95,
-    "stepped_score_accuracy": 0.4,
+    "score_accuracy": 0.8,
+    "stepped_score_accuracy": 0.9,
 }
 
 
@@ -60,3 +60,4 @@ def test_shipped_model_comments_a_match_it_never_saw(shipped):
     assert m["point"]["f1"] >= THRESHOLDS["point_f1"], m
     assert m["exact"] >= THRESHOLDS["exact"], m
     assert m["stepped_score_accuracy"] >= THRESHOLDS["stepped_score_accuracy"], m
+    assert m["score_accuracy"] >= THRESHOLDS["score_accuracy"], m
