@@ -8,7 +8,7 @@ import torch
 from test_train import chunks, write_config  # noqa: F401 (fixture)
 
 from streamvlm.cli import main
-from streamvlm.data.sample import RenderOptions, StreamDataset, collate, copy_targets, pointer_targets
+from streamvlm.data.sample import RenderOptions, StreamDataset, collate, pointer_targets
 from streamvlm.models import load_model
 from streamvlm.train import pointer
 from streamvlm.train.trainer import StreamTrainer
@@ -107,23 +107,23 @@ def _encode(tokenizer, pieces):
 def test_copy_positions_are_the_words_followed_by_the_number_their_head_finds(tiny):
     tokenizer = tiny.tokenizer
     pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 5", " Red", " 7"]
+    pieces += [" Red", " 5"]  # Blue's latest number, but said after " Red": no copy for Blue's head
     ids, last = _encode(tokenizer, pieces)
     labels = ids.clone()
     labels[: last[4] + 1] = -100  # the first score is context, not a reply
     targets = pointer_targets(ids, tokenizer, ["Red", "Blue"])
-    words = pointer.word_token_ids(tokenizer, ["Red", "Blue"])
-    mask = pointer.copy_positions(ids[None], labels[None], targets[None], words)[0]
+    mask = pointer.copy_positions(ids[None], labels[None], targets[None], False)[0]
     # " Red 3" repeats Red's 3; " Blue 5" is not Blue's 4; " Red 7" is not Red's 3; the first
     # " Red" / " Blue" have no number before them (and are not labelled replies)
     assert {j for j in range(len(ids) - 1) if mask[0, j]} == {last[6] - 1}  # " Red" or a space after it
     assert not mask[1].any()
     # one copy head: a single row of targets, only at the words followed by a number
-    one = copy_targets(ids, targets, tokenizer, ["Red", "Blue"])
+    one = pointer_targets(ids, tokenizer, ["Red", "Blue"], copy=True)
     expected = torch.full((1, len(ids)), -1)
-    for number, source in ((6, 1), (8, 3), (10, 6)):  # before each number, its team's latest number
+    for number, source in ((6, 1), (8, 3), (10, 6), (12, 10)):  # before each number, its team's latest number
         expected[0, last[number] - 1] = last[source]
     assert torch.equal(one, expected)
-    copies = pointer.copy_positions(ids[None], labels[None], one[None], None)[0, 0]
+    copies = pointer.copy_positions(ids[None], labels[None], one[None], True)[0, 0]
     assert {j for j in range(len(ids) - 1) if copies[j]} == {last[6] - 1}
 
 
@@ -192,8 +192,7 @@ def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
         "loss_weights": (labels >= 0).float()[None],
         "pointer_targets": pointer_targets(ids, loaded.tokenizer, ["Red", "Blue"])[None],
     }
-    words = pointer.word_token_ids(loaded.tokenizer, ["Red", "Blue"])
-    mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], words)
+    mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], False)
     assert mask.sum() == 2  # Red's 3 and Blue's 4 are copies; Red's 5 is not
     model = loaded.model
     pointer.enable(model)
@@ -203,7 +202,7 @@ def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
             SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=None), model, dict(batch)
         )
         both = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=(3.0, words)), model, dict(batch)
+            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=(3.0, False)), model, dict(batch)
         )
         with pointer.supervise(batch["pointer_targets"], 0, (0, 2), write=True):
             hidden = model(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[1]

@@ -51,7 +51,7 @@ class RenderOptions:
     #: sample gets `pointer_targets`, at every position the index of the latest such number.
     pointer_words: tuple[str, ...] = ()
     #: One copy head instead of one head per word: its only targets are the positions where a word is
-    #: followed by a number, and there it must find that word's latest number (`copy_targets`).
+    #: followed by a number, and there it must find that word's latest number (`pointer_targets`).
     pointer_copy_head: bool = False
 
 
@@ -140,40 +140,30 @@ def render_sample(
         "video_grid_thw": torch.stack([g for _, g in vision]) if vision else None,
     }
     if options.pointer_words:
-        targets = pointer_targets(ids, loaded.tokenizer, list(options.pointer_words))
-        if options.pointer_copy_head:
-            targets = copy_targets(ids, targets, loaded.tokenizer, list(options.pointer_words))
-        sample["pointer_targets"] = targets
+        words = list(options.pointer_words)
+        sample["pointer_targets"] = pointer_targets(ids, loaded.tokenizer, words, options.pointer_copy_head)
     return sample
 
 
-def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str]) -> torch.Tensor:
+def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str], copy: bool = False) -> torch.Tensor:
     """(len(words), n): at each position, the index of the latest number token said right after
-    `words[i]`, at or before that position; -1 where there is none yet."""
+    `words[i]`, at or before that position; -1 where there is none yet. With `copy`, one row for a
+    copy head: only at the position right before a number said after `words[i]`, word i's latest
+    number before it; -1 elsewhere (the head looks up the number about to be said, whichever word asks
+    for it, and nothing is asked of it anywhere else)."""
     is_number = number_tokens(tokenizer)
     text = {i: tokenizer.decode([i]).strip() for i in set(ids.tolist())}
     latest, columns, previous = [-1] * len(words), [], None
+    asked = [-1] * len(ids)
     for j, token in enumerate(ids.tolist()):
         if previous in words and is_number[token]:
+            asked[j - 1] = latest[words.index(previous)]
             latest[words.index(previous)] = j
         columns.append(list(latest))
         previous = text[token] or previous  # a lone space token does not part a word from its number
+    if copy:
+        return torch.tensor([asked], dtype=torch.long)
     return torch.tensor(columns, dtype=torch.long).reshape(len(ids), len(words)).T
-
-
-def copy_targets(ids: torch.Tensor, targets: torch.Tensor, tokenizer, words: list[str]) -> torch.Tensor:
-    """(1, n) from `pointer_targets`' (len(words), n): at the position right before a number said
-    after `words[i]`, word i's latest number before it; -1 elsewhere. One head then looks up the number
-    about to be said, whichever word asks for it, and nothing is asked of it anywhere else."""
-    text = [tokenizer.decode([t]).strip() for t in ids.tolist()]
-    is_number = number_tokens(tokenizer)[ids]
-    out = torch.full((1, len(ids)), -1, dtype=torch.long)
-    word = None  # the latest non-blank token (a lone space does not part a word from its number)
-    for k in range(1, len(ids)):
-        word = text[k - 1] or word
-        if is_number[k] and word in words:
-            out[0, k - 1] = targets[words.index(word), k - 1]
-    return out
 
 
 _NUMBERS: dict[int, torch.Tensor] = {}

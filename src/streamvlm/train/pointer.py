@@ -10,9 +10,9 @@ positions that have one. Like the vision warm-up's per-second head, it only shap
 inference and the saved model are unchanged.
 
 Two variants, both off by default:
-- a copy head (`pointer_copy_head`, `data.sample.copy_targets`): one head, told only at the position
-  right before a number said after one of the words, where that word's latest number is; elsewhere it
-  is free. Its output there is the very number to say, whichever team asks;
+- a copy head (`pointer_copy_head`, `data.sample.pointer_targets(copy=True)`): one head, told only
+  at the position right before a number said after one of the words, where that word's latest
+  number is; elsewhere it is free. Its output there is the very number to say, whichever team asks;
 - a readout loss (`readout_loss`): what the supervised heads write into the residual stream (their
   attention output through their slice of `o_proj`), read through the model's final norm and output
   head (held fixed), must name the copied number. Finding the number is not enough if the layers
@@ -101,35 +101,21 @@ def loss() -> torch.Tensor | None:
     return _state["loss"]
 
 
-def word_token_ids(tokenizer, words: list[str]) -> list[torch.Tensor]:
-    """Per word, the vocabulary ids that decode to it (with or without a leading space), and last the
-    ids that decode to blanks (a lone space between a word and its number)."""
-    vocab = tokenizer.get_vocab().values()
-    return [torch.tensor([i for i in vocab if tokenizer.decode([i]).strip() == w]) for w in [*words, ""]]
-
-
 def copy_positions(
-    input_ids: torch.Tensor,
-    labels: torch.Tensor,
-    targets: torch.Tensor,
-    word_ids: list[torch.Tensor] | None,
+    input_ids: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, copy_head: bool
 ) -> torch.Tensor:
-    """(batch, rows, n - 1) bool: per row i of the pointer targets, the positions holding word i (or a
-    blank right after it; `word_token_ids`) whose next (labelled) token is the number that row points
-    at, i.e. where the reply copies the number its supervised head finds. `word_ids` None: one copy
-    head, whose targets are already only where a number follows."""
-    following = labels[:, 1:]
-    tokens = input_ids[:, :-1]
-    masks = []
-    for i in range(targets.shape[1]):
-        target = targets[:, i, : input_ids.shape[1]]
-        pointed = input_ids.gather(1, target.clamp(min=0))[:, :-1]
-        mask = (target[:, :-1] >= 0) & (pointed == following)
-        if word_ids is not None:
-            word, blank = (torch.isin(tokens, ids.to(tokens.device)) for ids in (word_ids[i], word_ids[-1]))
-            mask &= word | (blank & torch.nn.functional.pad(word, (1, 0))[:, :-1])
-        masks.append(mask)
-    return torch.stack(masks, 1)
+    """(batch, rows, n - 1) bool: per row of the pointer targets, the positions whose next (labelled)
+    token is the number that row points at, i.e. where the reply copies the number its supervised head
+    finds. A per-word row counts only where that next token is a number said after its own word (the
+    row's latest number then moves to it); a copy head's row is set only there already."""
+    n = input_ids.shape[1]
+    targets = targets[..., :n]
+    here = targets[..., :-1]
+    pointed = input_ids[:, None].expand(-1, targets.shape[1], -1).gather(2, here.clamp(min=0))
+    mask = (here >= 0) & (pointed == labels[:, None, 1:])
+    if not copy_head:
+        mask &= targets[..., 1:] == torch.arange(1, n, device=targets.device)
+    return mask
 
 
 def written() -> list[torch.Tensor]:

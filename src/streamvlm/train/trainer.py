@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class StreamTrainer(Trainer):
     #: (layer, heads, weight) of pointer supervision, or None
     pointer: tuple[int, tuple[int, ...], float] | None = None
-    #: (weight, per-word token ids) of the copied numbers' readout after the pointer layer, or None
-    readout: tuple[float, list[torch.Tensor] | None] | None = None
+    #: (weight, one copy head?) of the copied numbers' readout (`pointer.readout_loss`), or None
+    readout: tuple[float, bool] | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -52,8 +52,8 @@ class StreamTrainer(Trainer):
             if pointer.loss() is not None:
                 extra.append(pointer_weight * pointer.loss())
             if self.readout:
-                readout_weight, word_ids = self.readout
-                mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, word_ids)
+                readout_weight, copy_head = self.readout
+                mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, copy_head)
                 hidden = outputs.hidden_states[layer + 1]
                 readout = pointer.readout_loss(model, pointer.written(), hidden, targets, mask)
                 if readout is not None:
@@ -229,12 +229,7 @@ def train(config: TrainConfig) -> dict:
         heads = pointer.supervised_heads(text.num_attention_heads, count)
         trainer.pointer = (config.pointer_layer, heads, config.pointer_weight)
         if config.pointer_readout_weight:
-            words = (  # a copy head's one row of targets is set only where a number follows
-                None
-                if config.pointer_copy_head
-                else pointer.word_token_ids(loaded.tokenizer, config.pointer_words)
-            )
-            trainer.readout = (config.pointer_readout_weight, words)
+            trainer.readout = (config.pointer_readout_weight, config.pointer_copy_head)
         pointer.enable(model)
     resume = resolve_resume(config.resume, out)
     if resume:
