@@ -357,3 +357,58 @@ def test_text_data_windows_are_frameless_and_never_open_their_videos(tiny, tiny_
     assert torch.equal(sample["input_ids"], expected["input_ids"])
     said = sample["input_ids"][sample["labels"] != -100]
     assert [tiny.tokenizer.decode([i]).strip() for i in said] == ["4"]  # numbers only, as configured
+
+
+def test_streaming_mask_gives_each_round_what_the_engine_keeps(long_video, tiny):
+    """One forward pass over a window with `streaming_mask` computes, for every round, the logits the
+    engine computes while streaming it (streaming policy, append positions so that no position moves,
+    each reply fed in its own round): older rounds' frames and shells gone, their words in the text
+    memory, cut to head + tail. Full attention over the same window does not."""
+    root, _ = long_video
+    record = next(read_annotations(root / "train.jsonl"))
+    chunks = make_chunks(record, tiny.tokenizer, window_s=12, stride_s=12, text_sink=6, text_window=10)
+    chunk = list(chunks)[2]
+    windows = {"text_sink": 6, "text_window": 10, "vision_window": 3, "text_rounds": 3}
+    options = RenderOptions(fps=2, streaming_mask=True, **windows)
+    renderer = Renderer(tiny.tokenizer)
+    sample = render_sample(chunk, tiny, renderer, options)
+    layout, _ = render_layout(chunk, tiny, renderer, options)
+    visible = sample["visible"]
+    n = sample["input_ids"].numel()
+    assert visible.shape == (n, n) and not visible.triu(1).any()
+
+    session = StreamingSession(
+        tiny, StreamConfig(query=chunk.query, previous_text=chunk.previous, positions="append", **windows)
+    )
+    session.trace = []
+    source = VideoFileSource(chunk.video_path(), fps=2, start=chunk.video_start, seconds=chunk.seconds)
+    for piece, text in zip(source, chunk.second_texts(), strict=True):
+        session.step(piece.frames, piece.start, piece.end, reply=text)
+        session._feed()  # the reply in its own round, as generation feeds it
+    assert session.evictions > 0
+    ends, start = {}, 0  # index of the last token of each round's reply opener and reply closer
+    for span in layout.spans:
+        start += span.n
+        if span.kind in (Kind.REPLY_OPEN, Kind.REPLY_CLOSE):
+            ends[(span.round, span.kind)] = start - 1
+    where = [ends[(r, k)] for r in layout.rounds() for k in (Kind.REPLY_OPEN, Kind.REPLY_CLOSE)]
+    engine = torch.stack([logits for _, _, logits in session.trace])
+
+    def forward(mask):
+        with torch.no_grad():
+            out = tiny.model(
+                input_ids=sample["input_ids"][None],
+                position_ids=sample["position_ids"][:, None],
+                attention_mask=mask,
+                pixel_values_videos=sample["pixel_values_videos"],
+                video_grid_thw=sample["video_grid_thw"],
+            )
+        return out.logits[0, where].float()
+
+    torch.testing.assert_close(forward(visible[None, None]), engine, atol=1e-4, rtol=1e-4)
+    full = forward(torch.ones(1, n, dtype=torch.long))
+    assert not torch.allclose(full, engine, atol=1e-3)
+    batch = collate([sample, render_sample(first_window(root, tiny.tokenizer), tiny, renderer, options)], 0)
+    mask = batch["attention_mask"]
+    assert mask.shape == (2, 1, n, n) and torch.equal(mask[0, 0], visible)
+    assert mask[1, 0].sum(-1).min() >= 1  # padding rows see themselves: no empty softmax row

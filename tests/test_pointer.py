@@ -32,24 +32,33 @@ def test_targets_point_at_the_latest_number_after_each_word(tiny):
     assert torch.equal(got, expected)
 
 
-def test_loss_is_minus_log_of_the_eager_attention_weight(tiny_dir):
+@pytest.mark.parametrize("masked", [False, True], ids=["causal", "custom-4d-mask"])
+def test_loss_is_minus_log_of_the_eager_attention_weight(tiny_dir, masked):
+    """Also under a custom 4-D mask (`streaming_mask`): the loss reads the attention the mask leaves."""
     model = load_model(str(tiny_dir)).model
     text = model.config.text_config
     ids = torch.randint(0, 200, (2, 40))
     heads = pointer.supervised_heads(text.num_attention_heads, 2)
     layer = text.num_hidden_layers - 1
-    targets = torch.full((2, 2, 40), -1)
     gen = torch.Generator().manual_seed(0)
+    allowed = torch.ones(2, 1, 40, 40, dtype=torch.bool).tril()
+    if masked:
+        allowed &= torch.rand(2, 1, 40, 40, generator=gen) < 0.6
+        allowed |= torch.eye(40, dtype=torch.bool)
+    targets = torch.full((2, 2, 40), -1)
     for b in range(2):
         for q in range(5, 40):
-            targets[b, :, q] = torch.randint(0, q + 1, (2,), generator=gen)
+            keys = allowed[b, 0, q].nonzero()[:, 0]
+            targets[b, :, q] = keys[torch.randint(0, len(keys), (2,), generator=gen)]
+    mask = {"attention_mask": allowed} if masked else {}
+    additive = {"attention_mask": torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))}
     with torch.no_grad():
         model.set_attn_implementation("eager")
-        eager = model(input_ids=ids, output_attentions=True)
+        eager = model(input_ids=ids, output_attentions=True, **(additive if masked else {}))
         pointer.enable(model)
         model.train()  # as the trainer calls it (only in training)
         with pointer.supervise(targets, layer, heads):
-            ours = model(input_ids=ids)
+            ours = model(input_ids=ids, **mask)
         model.eval()
         pointer.disable(model)
     weights = eager.attentions[layer]

@@ -57,7 +57,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
-    argv += ["--pointer-readout-weight", "0.5"]
+    argv += ["--pointer-readout-weight", "0.5", "--streaming-mask"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -80,6 +80,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         pointer_supervision=False,
         pointer_copy_head=False,
         pointer_readout_weight=0.5,
+        streaming_mask=True,
     )
     assert seen == [expected]
 

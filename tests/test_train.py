@@ -208,6 +208,8 @@ def test_bad_config_is_one_line(tmp_path, tiny_dir, chunks, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", str(config), "text_data=[missing-text.jsonl]"]) == 2
     assert "missing-text.jsonl does not exist" in capsys.readouterr().err
+    assert main(["train", str(config), "streaming_mask=true", "text_rounds=0"]) == 2
+    assert "text_rounds must be >= 1" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..cache.layout import Kind, Layout
+from ..cache.layout import Kind, Layout, Span
+from ..cache.policy import StreamingPolicy
 from ..engine.prompt import Renderer
 from ..models.load import LoadedModel
 from ..sources import VideoFileSource
@@ -53,6 +54,14 @@ class RenderOptions:
     #: One copy head instead of one head per word: its only targets are the positions where a word is
     #: followed by a number, and there it must find that word's latest number (`pointer_targets`).
     pointer_copy_head: bool = False
+    #: Attention inside the window as the streaming engine has it, in place of full attention: each
+    #: round sees only what the streaming policy keeps while it is that round's turn (older rounds'
+    #: frames and turn shells gone, their commentary as text memory, cut to head + tail), with the K/V
+    #: those older words were computed with in their own round, as the engine reuses them. Each sample
+    #: gets `visible` ((n, n) bool, `streaming_visibility`).
+    streaming_mask: bool = False
+    vision_window: int = 16  # rounds, for `streaming_mask`
+    text_rounds: int = 16  # rounds, for `streaming_mask`
 
 
 def render_layout(
@@ -139,10 +148,37 @@ def render_sample(
         "pixel_values_videos": torch.cat([p for p, _ in vision]) if vision else None,
         "video_grid_thw": torch.stack([g for _, g in vision]) if vision else None,
     }
+    if options.streaming_mask:
+        policy = StreamingPolicy(
+            options.vision_window, options.text_rounds, options.text_sink, options.text_window
+        )
+        sample["visible"] = streaming_visibility(layout, policy)
     if options.pointer_words:
         words = list(options.pointer_words)
         sample["pointer_targets"] = pointer_targets(ids, loaded.tokenizer, words, options.pointer_copy_head)
     return sample
+
+
+def streaming_visibility(layout: Layout, policy: StreamingPolicy) -> torch.Tensor:
+    """(n, n) bool, True where token i may attend to token j: causal, and a token of round r sees only
+    the tokens `policy` still keeps once round r has started (`retire(r)`, replayed on a copy of the
+    layout whose cache rows are the token indices). Positions are not touched: the window's own, as
+    with "append" positions, so that one forward pass gives every round its view."""
+    n = len(layout)
+    copy, start = Layout(contiguous=False), 0
+    for span in layout.spans:
+        twin = Span(span.kind, span.ids, span.round, span.rel)
+        twin.pos, twin.rows = span.pos, torch.arange(start, start + span.n)
+        copy.spans.append(twin)
+        start += span.n
+    round_of = torch.cat([torch.full((s.n,), s.round) for s in layout.spans])
+    visible = torch.ones(n, n, dtype=torch.bool).tril()
+    for r in layout.rounds():
+        policy.retire(copy, r)
+        kept = torch.zeros(n, dtype=torch.bool)
+        kept[torch.cat([s.rows for s in copy.spans])] = True
+        visible[round_of == r] &= kept
+    return visible
 
 
 def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str], copy: bool = False) -> torch.Tensor:
@@ -284,6 +320,12 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         "labels": labels,
         "loss_weights": weights,
     }
+    if "visible" in samples[0]:  # a 4-D mask; a padding token sees itself only (no empty softmax row)
+        mask = torch.eye(length, dtype=torch.bool).repeat(len(samples), 1, 1, 1)
+        for i, s in enumerate(samples):
+            n = s["visible"].shape[0]
+            mask[i, 0, :n, :n] = s["visible"]
+        batch["attention_mask"] = mask
     if "pointer_targets" in samples[0]:  # padded with -1 (no target)
         targets = torch.full((len(samples), len(samples[0]["pointer_targets"]), length), -1)
         for i, s in enumerate(samples):

@@ -41,6 +41,12 @@ class TrainConfig:
     text_only_labels: str = "all"  # loss in those windows: "all" reply tokens or only "numbers"
     memory_number_labels: bool = False  # loss on the numbers of the previous-text block too
     time_shift_max: int = 0  # shift half the windows' time labels by up to this many seconds (long streams)
+    #: Attention inside a window as the streaming policy leaves it (`data.sample.streaming_visibility`):
+    #: rounds older than these windows lose their frames and turn shells, their words stay as text
+    #: memory (head `text_sink` + tail `text_window`). False: full attention (the paper's recipe).
+    streaming_mask: bool = False
+    vision_window: int = 16
+    text_rounds: int = 16
     #: Pointer supervision (`train.pointer`): one head of `pointer_layer` per word learns to attend to
     #: the latest number said after that word (e.g. [Red, Blue] for a running score); [] = off.
     pointer_words: list[str] = field(default_factory=list)
@@ -92,6 +98,8 @@ class TrainConfig:
             raise StreamvlmError("train: learning_rate must be > 0, batch_size and grad_accum >= 1")
         if self.time_shift_max < 0:
             raise StreamvlmError(f"train: time_shift_max must be >= 0, got {self.time_shift_max}")
+        if self.streaming_mask and (self.vision_window < 1 or self.text_rounds < 1):
+            raise StreamvlmError("train: vision_window and text_rounds must be >= 1 round")
         if self.pointer_words and self.gradient_checkpointing:
             raise StreamvlmError("train: pointer supervision needs gradient_checkpointing off")
         if self.pointer_words and self.pointer_weight <= 0:

@@ -57,12 +57,16 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         and getattr(module, "is_causal", False)
     ):
         n = query.shape[2]
-        causal = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
+        allowed = torch.ones(1, 1, n, n, dtype=torch.bool, device=query.device).tril()
+        if attention_mask is not None:  # 4-D (padding, `streaming_mask`): bool, or 0 where allowed
+            mask = attention_mask[:, :, :, :n]
+            allowed = allowed & (mask if mask.dtype == torch.bool else mask == 0)
+            allowed = allowed | torch.eye(n, dtype=torch.bool, device=query.device)  # no empty row
         group = query.shape[1] // key.shape[1]
         losses, written = [], []
         for i, head in enumerate(_state["heads"]):
             scores = query[:, head].float() @ key[:, head // group].float().transpose(1, 2)
-            logp = (scores * module.scaling).masked_fill(~causal, float("-inf")).log_softmax(-1)
+            logp = (scores * module.scaling).masked_fill(~allowed[:, 0], float("-inf")).log_softmax(-1)
             target = targets[:, i, :n]
             picked = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0]
             losses.append(-picked[target >= 0])

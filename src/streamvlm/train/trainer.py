@@ -1,6 +1,7 @@
 """SFT on short overlapped chunks (method §5) with the HuggingFace `Trainer`.
 
-Full attention inside each window, positions of the final sequence, loss on assistant turns only
+Full attention inside each window (or, with `streaming_mask`, what the streaming policy keeps for
+each round), positions of the final sequence, loss on assistant turns only
 (optionally weighting digit tokens). Logits are computed only at labelled positions (a boolean
 `logits_to_keep`), which keeps memory flat for a 150 k vocabulary. The HF `Trainer` brings the
 progress bar, checkpoints, exact resume (optimizer, scheduler, RNG, data position), gradient
@@ -167,6 +168,9 @@ def train(config: TrainConfig) -> dict:
         memory_number_labels=config.memory_number_labels,
         pointer_words=tuple(config.pointer_words),
         pointer_copy_head=config.pointer_copy_head,
+        streaming_mask=config.streaming_mask,
+        vision_window=config.vision_window,
+        text_rounds=config.text_rounds,
     )
     train_set = StreamDataset(
         config.train_data, loaded, options, skip_bad=config.skip_bad, text_paths=config.text_data

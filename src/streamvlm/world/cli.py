@@ -145,6 +145,13 @@ def register(subparsers) -> None:
         help="with --pointer-supervision: weight of a loss on the number those heads write, read "
         "through the output head (%(default)s: off)",
     )
+    model.add_argument(
+        "--streaming-mask",
+        action=on_off,
+        default=d.streaming_mask,
+        help="SFT: each round of a window attends only to what the streaming policy keeps then (older "
+        "rounds' words as text memory, their frames gone) instead of to the whole window",
+    )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)
