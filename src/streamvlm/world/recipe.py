@@ -124,10 +124,14 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
 - training each window's rounds with the streaming policy's view (`streaming_mask`: a round attends
   only to what the engine keeps then, older words as text memory with the K/V of their own round;
   `data.sample.streaming_visibility`, equal to the engine's logits in `tests/test_data.py`), same
-  recipe and 2,000 steps otherwise (37.7 min, ~30 % slower per step): worse on every count (20 min,
-  seeds 9001001-3: stepped 94.4 / 92.6 / 93.4 %, announced score 11.2 / 14.8 / 8.2 %, serve F1
-  0.98; the long-rally point lines 29 of 61 wrong). Seeing reused memory rows in training does not
-  teach the model to read them; off.
+  recipe and 2,000 steps otherwise (37.7 min, ~30 % slower per step), from a fresh warm-up (20 min,
+  seeds 9001001-3): stepped 94.4 / 92.6 / 93.4 %, announced score 11.2 / 14.8 / 8.2 %, serve F1
+  0.98, the long-rally point lines 29 of 61 wrong. The plain recipe from that same warm-up (SFT
+  seed 1): stepped 95.9 / 93.1 / 96.5 %, announced score 27.6 / 14.8 / 13.1 %, every call right,
+  26 of 61 long-rally point lines wrong. So seeing reused memory rows in training did not teach the
+  model to read them (no better, slightly worse); off. And the run-to-run spread is large: the
+  shipped model (another warm-up) got 12 of those 61 wrong, this one 26; single runs of the recipe
+  differ by several points of stepped score.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
