@@ -124,7 +124,7 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
 - training each window's rounds with the streaming policy's view (`streaming_mask`: a round attends
   only to what the engine keeps then, older words as text memory with the K/V of their own round;
   `data.sample.streaming_visibility`, equal to the engine's logits in `tests/test_data.py`), same
-  recipe and 2,000 steps otherwise (37.7 min, ~30 % slower per step), from a fresh warm-up (20 min,
+  recipe and 2,000 steps otherwise (37.7 min, ~15 % slower per step), from a fresh warm-up (20 min,
   seeds 9001001-3): stepped 94.4 / 92.6 / 93.4 %, announced score 11.2 / 14.8 / 8.2 %, serve F1
   0.98, the long-rally point lines 29 of 61 wrong. The plain recipe from that same warm-up (SFT
   seed 1): stepped 95.9 / 93.1 / 96.5 %, announced score 27.6 / 14.8 / 13.1 %, every call right,
