@@ -209,7 +209,7 @@ def test_bad_config_is_one_line(tmp_path, tiny_dir, chunks, capsys):
     assert main(["train", str(config), "text_data=[missing-text.jsonl]"]) == 2
     assert "missing-text.jsonl does not exist" in capsys.readouterr().err
     assert main(["train", str(config), "streaming_mask=true", "text_rounds=0"]) == 2
-    assert "text_rounds must be >= 1" in capsys.readouterr().err
+    assert "text_rounds must be at least 1 round" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from ..cache.policy import StreamingPolicy
 from ..errors import StreamvlmError
 
 
@@ -98,8 +99,11 @@ class TrainConfig:
             raise StreamvlmError("train: learning_rate must be > 0, batch_size and grad_accum >= 1")
         if self.time_shift_max < 0:
             raise StreamvlmError(f"train: time_shift_max must be >= 0, got {self.time_shift_max}")
-        if self.streaming_mask and (self.vision_window < 1 or self.text_rounds < 1):
-            raise StreamvlmError("train: vision_window and text_rounds must be >= 1 round")
+        if self.streaming_mask:  # the policy's own checks, before any data is read
+            try:
+                StreamingPolicy(self.vision_window, self.text_rounds, self.text_sink, self.text_window)
+            except ValueError as exc:
+                raise StreamvlmError(f"train: {exc}") from exc
         if self.pointer_words and self.gradient_checkpointing:
             raise StreamvlmError("train: pointer supervision needs gradient_checkpointing off")
         if self.pointer_words and self.pointer_weight <= 0:
