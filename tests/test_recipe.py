@@ -21,11 +21,22 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
         text_matches=3,
         score_change=True,
         eval_seconds=6,
+        replay_streams=1,
+        replay_seconds=4,
     )
     logs: list[str] = []
     result = train_world_model(recipe, log=logs.append)
     work = tmp_path / "work"
-    assert set(result["timings_s"]) == {"init", "data", "commentary", "text", "vision", "sft", "ship"}
+    assert set(result["timings_s"]) == {
+        "init",
+        "data",
+        "commentary",
+        "text",
+        "vision",
+        "sft",
+        "replay",
+        "ship",
+    }
     commentary = work / "data" / "commentary"
     assert not (commentary / "videos").exists()  # annotations only
     manifest = json.loads((commentary / "world.json").read_text())
@@ -40,9 +51,10 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     assert defaults["stream"]["text_window"] == recipe.text_window
     assert defaults["world"]["score_change"] is True and "now Blue four" in card  # the world it learned
     assert (model / "metrics.json").is_file() and (model / "model.safetensors").is_file()
+    assert json.loads((model / "replay.json").read_text())["log"]["rounds"] == 4 and "replay fine" in card
     logs.clear()
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done
-    assert sum("already done" in line for line in logs) == 7, logs
+    assert sum("already done" in line for line in logs) == 8, logs
 
 
 def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
@@ -57,7 +69,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
-    argv += ["--pointer-readout-weight", "0.5", "--streaming-mask"]
+    argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
+    argv += ["--replay-seconds", "7"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -81,6 +94,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         pointer_copy_head=False,
         pointer_readout_weight=0.5,
         streaming_mask=True,
+        replay_streams=2,
+        replay_seconds=7,
     )
     assert seen == [expected]
 

@@ -135,6 +135,17 @@ class StreamingKVCache(Cache):
         super().reset()
         self.shift = torch.zeros(0, dtype=torch.long)
 
+    def detach(self) -> None:
+        """Cut every row from the autograd graph it was computed in (training on streamed rounds:
+        the rows of earlier rounds are then plain data, the way inference reuses them)."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keys, layer.keys_orig, layer.values = (
+                    layer.keys.detach(),
+                    layer.keys_orig.detach(),
+                    layer.values.detach(),
+                )
+
     def kv_bytes(self) -> int:
         """Bytes of the K/V rows attention reads (keys + values of retained rows, all layers)."""
         total = 0

@@ -9,8 +9,9 @@ as a transformers `Cache`) and the policy that edits them. It knows nothing abou
 frames come in as arrays, commentary goes out as `Commentary` objects.
 """
 
+import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -52,6 +53,15 @@ class Commentary:
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "text": self.text}
+
+
+@dataclass
+class Forced:
+    """One teacher-forced round (`StreamingSession.force`): the tokens fed, their roles, their logits."""
+
+    ids: torch.Tensor  # (n,) the round's new tokens (user turn, reply and its close)
+    kinds: list[Kind]  # the role of each
+    logits: torch.Tensor  # (n, vocab): logits[i] predicts ids[i + 1]
 
 
 class StreamingSession:
@@ -123,13 +133,7 @@ class StreamingSession:
         t_prefill = self._now()
 
         # 2. prefill: this second's user turn (and anything not yet in the cache)
-        frames = np.asarray(frames)
-        if self.frame_size is None:
-            self.frame_size = self.processor.target_size(frames.shape[1], frames.shape[2])
-        pixel_values, grid = self.processor(frames, size=self.frame_size)
-        offsets = self.family.vision_offsets(self.model.config, grid, self.config.fps)
-        self.pixels[index] = (pixel_values, grid)
-        self.layout.extend(self.renderer.round(index, start, end, offsets))
+        self._add_round(frames, index, start, end)
         logits = self._feed()
         t_decode = self._now()
 
@@ -159,6 +163,37 @@ class StreamingSession:
             peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None,
         )
         return Commentary(start, end, text, stats)
+
+    def force(
+        self,
+        frames: np.ndarray,
+        reply: str,
+        start: float | None = None,
+        end: float | None = None,
+        context: Callable | None = None,
+    ) -> Forced:
+        """Teacher forcing with gradients, for training on the engine's own view of a stream.
+
+        Like `step(frames, reply=...)`, but the reply is fed in its own round (not with the next
+        second's prefill) in one forward pass that autograd can follow, and every new token's logits
+        come back. Old rows come from the cache as they are: call `cache.detach()` once the loss of
+        the round is back-propagated, so the next round's graph ends at the cache. `context(ids,
+        cached)`, given every retained token id in cache-row order and how many of them are cached
+        already, returns a context manager the forward pass runs in (e.g. a training-only loss hook).
+        """
+        index = self.round
+        start = float(index) if start is None else float(start)
+        end = start + 1.0 if end is None else float(end)
+        if self.round and self.layout.fed_rows != len(self.layout):  # (the prefix goes with round 0)
+            raise RuntimeError("force() needs every earlier token in the cache: do not mix it with step()")
+        self._evict(index)
+        self._add_round(frames, index, start, end)
+        self.layout.extend(self.renderer.reply(index, reply))
+        spans = self.layout._unfed_spans()
+        with context(self.layout.token_ids(), self.layout.fed_rows) if context else contextlib.nullcontext():
+            logits = self._feed(all_logits=True)
+        self.round += 1
+        return Forced(torch.cat([s.ids for s in spans]), [s.kind for s in spans for _ in range(s.n)], logits)
 
     @torch.inference_mode()
     def ask_choice(self, question: str, choices: Sequence[str]) -> torch.Tensor:
@@ -213,8 +248,19 @@ class StreamingSession:
         kept = {s.round for s in self.layout.spans if s.kind == Kind.VISION}
         self.pixels = {r: v for r, v in self.pixels.items() if r in kept or r == index}
 
-    def _feed(self) -> torch.Tensor:
-        """Run the model over every token not yet in the cache; return the last position's logits."""
+    def _add_round(self, frames: np.ndarray, index: int, start: float, end: float) -> None:
+        """Append a second's user turn and assistant header, its frames ready for the next feed."""
+        frames = np.asarray(frames)
+        if self.frame_size is None:
+            self.frame_size = self.processor.target_size(frames.shape[1], frames.shape[2])
+        pixel_values, grid = self.processor(frames, size=self.frame_size)
+        offsets = self.family.vision_offsets(self.model.config, grid, self.config.fps)
+        self.pixels[index] = (pixel_values, grid)
+        self.layout.extend(self.renderer.round(index, start, end, offsets))
+
+    def _feed(self, all_logits: bool = False) -> torch.Tensor:
+        """Run the model over every token not yet in the cache; return the last position's logits
+        (`all_logits`: every new position's, (n, vocab))."""
         ids, positions, vision = self.layout.unfed()
         kwargs = {}
         if vision:
@@ -226,10 +272,12 @@ class StreamingSession:
             position_ids=positions[:, None, :].to(self.device),
             cache=self.cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=0 if all_logits else 1,
             **kwargs,
         )
         self.layout.mark_fed()
+        if all_logits:
+            return out.logits[0]
         logits = out.logits[0, -1]
         if self.trace is not None:
             self.trace.append((self.evictions, self.layout.fed_rows, logits.float().cpu().clone()))

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import StreamvlmError
 
@@ -56,12 +57,15 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         and getattr(module, "layer_idx", None) == _state["layer"]
         and getattr(module, "is_causal", False)
     ):
-        n = query.shape[2]
-        allowed = torch.ones(1, 1, n, n, dtype=torch.bool, device=query.device).tril()
+        n, total = query.shape[2], key.shape[2]  # with a cache the queries are the last n keys
+        past = total - n
+        keys = torch.arange(total, device=query.device)[None]
+        own = keys == past + torch.arange(n, device=query.device)[:, None]
+        allowed = (keys <= past + torch.arange(n, device=query.device)[:, None])[None, None]
         if attention_mask is not None:  # 4-D (padding, `streaming_mask`): bool, or 0 where allowed
-            mask = attention_mask[:, :, :, :n]
+            mask = attention_mask[:, :, :, :total]
             allowed = allowed & (mask if mask.dtype == torch.bool else mask == 0)
-            allowed = allowed | torch.eye(n, dtype=torch.bool, device=query.device)  # no empty row
+            allowed = allowed | own  # no empty row
         group = query.shape[1] // key.shape[1]
         losses, written = [], []
         for i, head in enumerate(_state["heads"]):
@@ -80,8 +84,11 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
 
 
 def enable(model) -> None:
-    """Route the model's attention through the supervised SDPA (same outputs as "sdpa")."""
+    """Route the model's attention through the supervised SDPA (same outputs as "sdpa", masks
+    included: without a registered mask function transformers would build none, which a cached
+    forward pass cannot do without)."""
     AttentionInterface.register(NAME, _attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     model.set_attn_implementation(NAME)
 
 
@@ -92,7 +99,8 @@ def disable(model) -> None:
 @contextmanager
 def supervise(targets: torch.Tensor, layer: int, heads: tuple[int, ...], write: bool = False):
     """Inside: a forward pass records the pointer loss of `targets` ((batch, len(heads), n) key
-    indices, -1 = none), read it with `loss()`, and with `write` what the heads wrote (`written()`)."""
+    indices, -1 = none; with a cache, n is the number of new tokens and the indices count every
+    cached row first), read it with `loss()`, and with `write` what the heads wrote (`written()`)."""
     _state.update(targets=targets, layer=layer, heads=heads, loss=None, write=write, written=[])
     try:
         yield

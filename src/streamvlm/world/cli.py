@@ -2,6 +2,8 @@
 
     streamvlm world video OUT.mp4 --seconds N [--seed S] [--fps 2] [--size 112] [--truth OUT.jsonl]
     streamvlm world dataset OUT_DIR --videos K --seconds N [--seed S] [--text-only]
+    streamvlm world train-model [--work-dir runs/world-model] [--out-dir DIR] [recipe options]
+    streamvlm world replay MODEL_DIR OUT_DIR [--streams 6] [--seconds 1200]
     streamvlm world stats [--seconds 600] [--seed S]
 
 Registration only builds parsers; the world, PyAV and tqdm are imported when a command runs.
@@ -9,6 +11,7 @@ Registration only builds parsers; the world, PyAV and tqdm are imported when a c
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import fields
 
@@ -25,7 +28,7 @@ def register(subparsers) -> None:
     world.description = WORLD_HELP
     sub = world.add_subparsers(
         dest="world_command",
-        metavar="{video,dataset,train-model,stats}",
+        metavar="{video,dataset,train-model,replay,stats}",
         required=True,
         parser_class=type(world),
     )
@@ -152,9 +155,39 @@ def register(subparsers) -> None:
         help="SFT: each round of a window attends only to what the streaming policy keeps then (older "
         "rounds' words as text memory, their frames gone) instead of to the whole window",
     )
+    model.add_argument(
+        "--replay-streams",
+        type=int,
+        default=d.replay_streams,
+        help="replay fine-tuning after SFT: whole matches streamed through the model's own cache "
+        "(%(default)s; 0: skipped)",
+    )
+    model.add_argument(
+        "--replay-seconds", type=int, default=d.replay_seconds, help="length of each (%(default)s)"
+    )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)
+
+    replay = sub.add_parser(
+        "replay",
+        help="fine-tune a world model on whole matches streamed through its own cache (~5 min)",
+        description="Streams fresh world matches from their first second through the model's streaming "
+        "defaults with the ground truth as replies, and trains on each round as the engine computes it "
+        "(text memory with reused K/V, re-indexed positions): only the copy head's layer's queries and "
+        "keys learn (streamvlm.train.replay). Writes the model to OUT_DIR; re-run after a kill to continue.",
+    )
+    replay.add_argument("model_dir", help="world model to start from (e.g. runs/world-model/sft/final)")
+    replay.add_argument("out_dir", help="where the fine-tuned model goes (may be MODEL_DIR)")
+    replay.add_argument("--streams", type=int, default=6, help="matches to stream (default 6)")
+    replay.add_argument("--seconds", type=int, default=1200, help="seconds of each (default 1200)")
+    replay.add_argument("--seed", type=int, default=None, help="world seed of the first match (7100000)")
+    replay.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    replay.add_argument(
+        "--checkpoint-dir", default=None, help="resumable state (default: OUT_DIR.replay-checkpoint)"
+    )
+    replay.add_argument("--debug", action="store_true", help="show tracebacks")
+    replay.set_defaults(func=cmd_replay)
 
     stats = sub.add_parser("stats", help="print statistics of a stream's commentary (JSON)")
     stats.add_argument("--seconds", type=int, default=600, help="seconds to simulate (default 600)")
@@ -254,4 +287,32 @@ def cmd_train_model(args) -> int:
     recipe = Recipe(**{k: v for k, v in vars(args).items() if k in options})
     result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result.get("held_out", {}), indent=1))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from pathlib import Path
+
+    from ..train.replay import ReplayConfig
+    from .replay import REPLAY_SEED, replay_world_model
+
+    out = Path(args.out_dir)
+    checkpoint = (
+        Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".replay-checkpoint")
+    )
+    config = ReplayConfig() if args.lr is None else ReplayConfig(lr=args.lr)
+    with progress_bar(max(args.streams, 0) * max(args.seconds, 0), "replay") as bar:
+        log = replay_world_model(
+            Path(args.model_dir),
+            out,
+            args.streams,
+            args.seconds,
+            REPLAY_SEED if args.seed is None else args.seed,
+            config,
+            checkpoint_dir=checkpoint,
+            progress=bar.update,
+        )
+    shutil.rmtree(checkpoint, ignore_errors=True)  # the model is written: nothing left to resume
+    print(json.dumps(log.losses, indent=1))
+    print(out)
     return 0

@@ -187,6 +187,8 @@ class Recipe:
     pointer_readout_weight: float = 0.0  # SFT: loss on the number those heads write (train.pointer)
     streaming_mask: bool = False  # SFT: attention inside a window as the streaming policy leaves it
     time_shift_max: int = 7200  # SFT: half the windows' time labels shifted by up to this (long streams)
+    replay_streams: int = 6  # replay fine-tuning (`world.replay`): whole matches streamed (0: skipped)
+    replay_seconds: int = 1200  # the length of each
     eval_seconds: int = 300
     seed: int = 0
 
@@ -202,6 +204,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     from ..train.trainer import train
     from .dataset import video_seed, write_dataset
     from .model import STREAM_DEFAULTS, init_world_checkpoint
+    from .replay import replay_world_model
     from .textlm import text_warmup
     from .warmup import load_seconds, vision_warmup
 
@@ -354,25 +357,45 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         seed=recipe.seed,
     )
     stage("sft", sft / "final" / "model.safetensors", lambda: train(config))
+    replay = work / "replay"
+    stream_defaults = {
+        **STREAM_DEFAULTS,
+        "vision_window": recipe.vision_window,
+        "text_rounds": recipe.text_rounds,
+        "text_sink": recipe.text_sink,
+        "text_window": recipe.text_window,
+    }
+
+    def replay_stage():
+        replay_world_model(
+            sft / "final",
+            replay / "final",
+            recipe.replay_streams,
+            recipe.replay_seconds,
+            checkpoint_dir=replay / "checkpoint",
+            world_defaults=world_defaults,
+            stream_defaults=stream_defaults,
+        )
+        shutil.rmtree(replay / "checkpoint", ignore_errors=True)
+
+    if recipe.replay_streams:
+        stage("replay", replay / "final" / "replay.json", replay_stage)
+    trained = replay / "final" if recipe.replay_streams else sft / "final"
 
     def ship():
         out = Path(recipe.out_dir)
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(sft / "final", tmp)
+        shutil.copytree(trained, tmp)
         defaults = json.loads((tmp / "streamvlm.json").read_text())
-        defaults["stream"] = {
-            **STREAM_DEFAULTS,
-            "vision_window": recipe.vision_window,
-            "text_rounds": recipe.text_rounds,
-            "text_sink": recipe.text_sink,
-            "text_window": recipe.text_window,
-        }
+        defaults["stream"] = stream_defaults
         defaults["world"] = world_defaults
         (tmp / "streamvlm.json").write_text(json.dumps(defaults, indent=2) + "\n")
         for name, where in (("text_warmup", text), ("vision_warmup", warm)):
             results[name] = json.loads((where / "stage.json").read_text())
         results["sft"] = json.loads((sft / "metrics.json").read_text())
+        if recipe.replay_streams:
+            results["replay"] = json.loads((tmp / "replay.json").read_text())
         results["held_out"] = evaluate_shipped(tmp, recipe)
         results["timings_s"] = timings
         results["recipe"] = asdict(recipe)
@@ -457,6 +480,15 @@ def model_card(results: dict) -> str:
     if r.get("time_shift_max"):
         extras.append(f"time labels of half the windows shifted by up to {r['time_shift_max']} s")
     extras_line = "".join(f";\n   {e}" for e in extras)
+    replay = results.get("replay")
+    replay_line = (
+        f"\n4. replay fine-tuning (`streamvlm world replay`), {t.get('replay', 0) / 60:.1f} min: "
+        f"{replay['streams']} fresh matches x {replay['seconds']} s\n   streamed through the model's own "
+        "cache with the true commentary as replies; only layer 2's queries and keys learn,\n   with the "
+        "copy head told where the number to copy is among the cached rows."
+        if replay
+        else ""
+    )
     serve_score = m.get("serve_score_accuracy")
     serve_row = (
         f"| announced score right (matched serves) | {pct(serve_score)} |\n"
@@ -494,7 +526,7 @@ Inf-Stream-Train format and cut by `make-chunks` into {r["window_s"]:.0f} s wind
    {pct(results["vision_warmup"].get("held_out_accuracy"))};
 3. SFT on the windows with frames, {r["sft_steps"]} steps x batch {r["sft_batch"]}, lr {r["sft_lr"]} cosine,
    number tokens weighted x{r["number_loss_weight"]:g}, vision frozen, {t.get("sft", 0) / 60:.1f} min, final
-   train loss {results["sft"].get("train_loss", float("nan")):.3f}{extras_line}.
+   train loss {results["sft"].get("train_loss", float("nan")):.3f}{extras_line}.{replay_line}
 
 Total wall time {total_min:.0f} min on a 2-core CPU (stages: {stages}).
 

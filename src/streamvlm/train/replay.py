@@ -1,0 +1,222 @@
+"""Replay fine-tuning: train on the engine's own view of whole streams, through its own cache.
+
+SFT (method §5) trains on 24 s windows with full attention, the commentary before a window encoded
+afresh as its `previous text` block. Streaming, the model sees something else: older commentary is
+text memory whose K/V were computed when those words were replies in their own rounds (reused,
+never recomputed), frames only for the last `vision_window` seconds, and positions re-indexed. What
+SFT never showed it, it may not read well: on the world, the copy head spread its attention over
+several earlier scores in the memory when the one to copy had left the recent rounds (and read the
+same memory sharply when it was re-encoded), which is where the streamed score slipped.
+
+Replay streams annotated videos from their first second through a `StreamingSession` with teacher
+forcing (`StreamingSession.force`: each round's ground-truth reply fed in its own round). After each
+round its loss goes back into the weights: cross-entropy on the reply (numbers weighted), and
+optionally the pointer loss of a copy head (`pointer`), told where the number it is about to copy
+sits among the cache's rows. Then the cache is detached, so earlier rounds are plain data (back-
+propagation through one round). The optimizer steps every `accumulate` rounds; `trainable` names the
+parameters that learn (substrings of their names), everything else stays as it was.
+
+A checkpoint after every stream (weights of the trainable parameters, optimizer, streams done)
+lets a killed run continue where it stopped.
+"""
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..cache.layout import Kind
+from ..config import StreamConfig
+from ..data.sample import number_tokens, pointer_targets
+from ..engine import StreamingSession
+from ..errors import StreamvlmError
+from . import pointer
+
+
+@dataclass
+class ReplayConfig:
+    lr: float = 1e-4
+    accumulate: int = 8  # rounds per optimizer step
+    max_grad_norm: float = 1.0
+    number_loss_weight: float = 10.0
+    #: Substrings of the names of the parameters that learn (the vision tower never does).
+    trainable: tuple[str, ...] = ("layers.2.self_attn.q_proj", "layers.2.self_attn.k_proj")
+    #: The copy head's pointer loss: its weight (0: off), layer, head, and the words before numbers.
+    pointer_weight: float = 1.0
+    pointer_layer: int = 2
+    pointer_head: int = 0
+    pointer_words: tuple[str, ...] = ("Red", "Blue")
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.accumulate < 1 or self.number_loss_weight <= 0 or self.pointer_weight < 0:
+            raise StreamvlmError(
+                "replay: lr, accumulate and number_loss_weight must be > 0, pointer_weight >= 0"
+            )
+        if not self.trainable:
+            raise StreamvlmError("replay: name at least one trainable parameter")
+
+
+@dataclass
+class ReplayStream:
+    """One annotated stream: its opening text and query, then per second (frames, start, end, text)."""
+
+    name: str
+    seconds: Iterable[tuple[np.ndarray, float, float, str]]
+    previous_text: str = ""
+    query: str | None = None
+
+
+@dataclass
+class ReplayLog:
+    rounds: int = 0
+    steps: int = 0
+    streams_done: int = 0
+    losses: list[dict] = field(default_factory=list)  # per stream: mean reply loss and pointer loss
+
+
+def trainable_parameters(model, names: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
+    """Freeze every parameter but those whose name contains one of `names` (never the vision tower)."""
+    chosen = {}
+    for name, p in model.named_parameters():
+        keep = any(n in name for n in names) and "visual" not in name
+        p.requires_grad_(keep)
+        if keep:
+            chosen[name] = p
+    if not chosen:
+        raise StreamvlmError(f"replay: no parameter name contains any of {list(names)}")
+    return chosen
+
+
+def replay_train(
+    loaded,
+    streams: Iterable[ReplayStream],
+    stream_config: StreamConfig,
+    config: ReplayConfig,
+    checkpoint_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayLog:
+    """Fine-tune `loaded.model` in place on `streams` (see the module notes); returns what it did.
+    `progress(n)` is told every round; with `checkpoint_dir` a killed run resumes there."""
+    config.validate()
+    model, tokenizer = loaded.model, loaded.tokenizer
+    params = trainable_parameters(model, config.trainable)
+    optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=0.0)
+    log = ReplayLog()
+    if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
+        log = _resume(checkpoint_dir, params, optimizer)
+    is_number = number_tokens(tokenizer)
+    use_pointer = config.pointer_weight > 0
+    pointed: list[bool] = []  # whether the current round's forward pass recorded a pointer loss
+    supervision = None
+    if use_pointer:
+        supervision = _copy_supervision(
+            tokenizer, config.pointer_words, config.pointer_layer, config.pointer_head, pointed
+        )
+    was_training = model.training
+    model.eval()  # no dropout: the rounds are computed as inference computes them
+    if use_pointer:
+        pointer.enable(model)
+    try:
+        for k, stream in enumerate(streams):
+            if k < log.streams_done:
+                continue
+            session = StreamingSession(
+                loaded, _stream_config(stream_config, stream.previous_text, stream.query)
+            )
+            sums = {"loss": 0.0, "pointer": 0.0, "rounds": 0, "pointed": 0}
+            for frames, start, end, text in stream.seconds:
+                pointed.clear()
+                forced = session.force(frames, text, start, end, context=supervision)
+                loss = _reply_loss(forced, session.renderer.im_end, is_number, config.number_loss_weight)
+                total = loss
+                if pointed and pointed[0] and pointer.loss() is not None:
+                    total = total + config.pointer_weight * pointer.loss()
+                    sums["pointer"] += float(pointer.loss().detach())
+                    sums["pointed"] += 1
+                (total / config.accumulate).backward()
+                session.cache.detach()
+                sums["loss"] += float(loss.detach())
+                sums["rounds"] += 1
+                log.rounds += 1
+                if log.rounds % config.accumulate == 0:
+                    torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    log.steps += 1
+                if progress is not None:
+                    progress(1)
+            log.streams_done = k + 1
+            log.losses.append(
+                {
+                    "stream": stream.name,
+                    "rounds": sums["rounds"],
+                    "loss": sums["loss"] / max(sums["rounds"], 1),
+                    "pointer_loss": sums["pointer"] / sums["pointed"] if sums["pointed"] else None,
+                }
+            )
+            if checkpoint_dir is not None:
+                _save(checkpoint_dir, params, optimizer, log)
+    finally:
+        if use_pointer:
+            pointer.disable(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.train(was_training)
+    return log
+
+
+def _stream_config(base: StreamConfig, previous_text: str, query: str | None) -> StreamConfig:
+    data = asdict(base)
+    data.update(previous_text=previous_text, query=query, greedy=True)
+    return StreamConfig(**data)
+
+
+def _reply_loss(forced, im_end: int, is_number: torch.Tensor, number_weight: float) -> torch.Tensor:
+    """Weighted cross-entropy on the round's reply: its words, the silence marker and `<|im_end|>`."""
+    labelled = torch.tensor([k in (Kind.REPLY, Kind.REPLY_CLOSE) for k in forced.kinds])
+    ends = ((forced.ids == im_end) & labelled).long()
+    labelled &= torch.cumsum(ends, 0) - ends == 0  # the close's newline after `<|im_end|>` is not a target
+    target = forced.ids[1:]
+    selected = labelled[1:]
+    ce = F.cross_entropy(forced.logits[:-1][selected].float(), target[selected], reduction="none")
+    weights = torch.where(is_number[target[selected]], number_weight, 1.0)
+    return (ce * weights).sum() / weights.sum()
+
+
+def _copy_supervision(tokenizer, words, layer: int, head: int, pointed: list):
+    """The `force` context that records the copy head's pointer loss: at the token before each number
+    said after one of `words`, the cache row of that word's latest number (none: no loss)."""
+
+    def context(ids: torch.Tensor, cached: int):
+        asked = pointer_targets(ids, tokenizer, list(words), copy=True)[0, cached:]
+        if not bool((asked >= 0).any()):
+            pointed.append(False)
+            return contextlib.nullcontext()
+        pointed.append(True)
+        return pointer.supervise(asked[None, None], layer, (head,))
+
+    return context
+
+
+def _save(directory: Path, params, optimizer, log: ReplayLog) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in params.items()}, directory / "trainable.safetensors")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps(asdict(log), indent=1))
+
+
+def _resume(directory: Path, params, optimizer) -> ReplayLog:
+    saved = load_file(directory / "trainable.safetensors")
+    if set(saved) != set(params):
+        raise StreamvlmError(f"{directory}: the checkpoint trains other parameters than this run")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name])
+    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
+    return ReplayLog(**json.loads((directory / "state.json").read_text()))

@@ -1,0 +1,147 @@
+"""Replay fine-tuning (`train.replay`, `streamvlm world replay`): training on the engine's own view.
+
+A random world-architecture model: the tests check that a forced round is exactly what the engine
+computes while streaming, that only the named parameters learn, that a killed run resumes to the
+same weights, and that the pointer loss reads a cached forward pass as it reads a full one.
+"""
+
+import json
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from streamvlm.cache.layout import Kind
+from streamvlm.cli import main
+from streamvlm.config import StreamConfig
+from streamvlm.engine import StreamingSession
+from streamvlm.models import load_model
+from streamvlm.train import pointer
+from streamvlm.train.replay import ReplayConfig, replay_train
+from streamvlm.world.config import WorldConfig
+from streamvlm.world.model import init_world_checkpoint
+from streamvlm.world.replay import world_streams
+from streamvlm.world.stream import World
+
+WORLD = {"nicknames": False, "score_on_serve": True, "goal_light": True, "score_change": True}
+SMALL = StreamConfig(vision_window=3, text_rounds=3, text_sink=6, text_window=10, greedy=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    extra = {"world": {**WORLD, "eval_seed": 9_000_001, "demo_seed": 9_000_002}}
+    return init_world_checkpoint(tmp_path_factory.mktemp("world-model"), seed=0, extra=extra)
+
+
+def test_a_forced_round_is_what_the_engine_computes_while_streaming(world_dir):
+    """`force` (gradients on, the reply fed in its own round) gives, at the end of each round's
+    assistant header and of its reply, the logits of `step(reply=...)` + feeding that reply, through
+    evictions, moves into the text memory and re-indexed positions."""
+    loaded = load_model(str(world_dir))
+    world = World(WorldConfig(seed=3, **WORLD))
+    seconds = list(world.seconds(14))
+    engine = StreamingSession(loaded, SMALL)
+    engine.trace = []
+    for frames, row in seconds:
+        engine.step(frames, reply=row["text"])
+        with torch.inference_mode():
+            engine._feed()  # the reply in its own round
+    assert engine.evictions > 0
+    expected = torch.stack([logits for _, _, logits in engine.trace])
+
+    forcing = StreamingSession(loaded, SMALL)
+    got = []
+    for frames, row in seconds:
+        forced = forcing.force(frames, row["text"])
+        assert forced.logits.requires_grad and forced.logits.shape[0] == forced.ids.numel()
+        header_end = max(i for i, k in enumerate(forced.kinds) if k == Kind.REPLY_OPEN)
+        got += [forced.logits[header_end], forced.logits[-1]]
+        forcing.cache.detach()
+    torch.testing.assert_close(torch.stack(got).detach(), expected, atol=1e-4, rtol=1e-4)
+    assert any("scores" in row["text"] for _, row in seconds)  # a score was moved to the memory too
+    generating = StreamingSession(loaded, SMALL)
+    generating.step(seconds[0][0])  # its reply's last tokens wait for the next second's prefill
+    with pytest.raises(RuntimeError, match="every earlier token"):
+        generating.force(seconds[1][0], "")
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_replay_trains_only_the_named_parameters_and_resumes_to_the_same_weights(world_dir, tmp_path):
+    config = ReplayConfig(lr=1e-3, accumulate=2)
+    world_defaults = load_model(str(world_dir)).defaults["world"]
+
+    def run(streams: int, checkpoint=None):
+        loaded = load_model(str(world_dir))
+        log = replay_train(
+            loaded, world_streams(world_defaults, [11, 12][:streams], 24), SMALL, config, checkpoint
+        )
+        return loaded.model, log
+
+    before = snapshot(load_model(str(world_dir)).model)
+    model, log = run(2)
+    after = snapshot(model)
+    trained = {n for n in after if not torch.equal(after[n], before[n])}
+    assert trained and all(any(t in n for t in config.trainable) for n in trained)
+    assert log.streams_done == 2 and log.rounds == 48 and log.steps == 24
+    assert all(entry["pointer_loss"] is not None for entry in log.losses)  # scores were copied
+    assert not any(p.requires_grad for p in model.parameters())  # left frozen for inference
+
+    checkpoint = tmp_path / "checkpoint"
+    run(1, checkpoint)  # "killed" after the first stream
+    assert json.loads((checkpoint / "state.json").read_text())["streams_done"] == 1
+    resumed, log = run(2, checkpoint)
+    assert log.streams_done == 2 and len(log.losses) == 2
+    for name, p in snapshot(resumed).items():
+        torch.testing.assert_close(p, after[name], atol=1e-6, rtol=0)
+
+
+def test_the_pointer_loss_of_a_cached_forward_pass_equals_the_full_pass(world_dir):
+    loaded = load_model(str(world_dir))
+    model = loaded.model
+    torch.manual_seed(0)
+    n, new = 40, 9
+    ids = torch.randint(0, 200, (1, n))
+    positions = torch.arange(n).expand(3, 1, n)
+    asked = torch.full((1, 1, n), -1)
+    asked[0, 0, -new:] = torch.randint(0, n - new, (new,))
+    asked[0, 0, -3] = -1  # a position without a target
+    pointer.enable(model)
+    try:
+        with torch.no_grad(), pointer.supervise(asked, 2, (0,)):
+            model(input_ids=ids, position_ids=positions, use_cache=False)
+        full = pointer.loss()
+        cache = DynamicCache()
+        with torch.no_grad():
+            model(input_ids=ids[:, :-new], position_ids=positions[..., :-new], cache=cache)
+            with pointer.supervise(asked[..., -new:], 2, (0,)):
+                model(input_ids=ids[:, -new:], position_ids=positions[..., -new:], cache=cache)
+        cached = pointer.loss()
+    finally:
+        pointer.disable(model)
+    assert full is not None and float(full) > 0
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+
+
+def test_world_replay_command_writes_the_model_and_rejects_other_models(
+    world_dir, tiny_dir, tmp_path, capsys
+):
+    out = tmp_path / "replayed"
+    assert main(["world", "replay", str(world_dir), str(out), "--streams", "1", "--seconds", "4"]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "streamvlm.json").is_file()
+    assert json.loads((out / "replay.json").read_text())["log"]["rounds"] == 4
+    assert not (tmp_path / "replayed.replay-checkpoint").exists()
+    assert load_model(str(out)).defaults["world"] == load_model(str(world_dir)).defaults["world"]
+    capsys.readouterr()
+    assert main(["world", "replay", str(tiny_dir), str(tmp_path / "x"), "--seconds", "2"]) == 2
+    assert "not a world model" in capsys.readouterr().err
