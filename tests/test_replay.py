@@ -62,7 +62,8 @@ def test_a_forced_round_is_what_the_engine_computes_while_streaming(world_dir):
     for frames, row in seconds:
         forced = forcing.force(frames, row["text"])
         assert forced.logits.requires_grad and forced.logits.shape[0] == forced.ids.numel()
-        header_end = max(i for i, k in enumerate(forced.kinds) if k == Kind.REPLY_OPEN)
+        kinds = [s.kind for s in forced.spans for _ in range(s.n)]
+        header_end = max(i for i, k in enumerate(kinds) if k == Kind.REPLY_OPEN)
         got += [forced.logits[header_end], forced.logits[-1]]
         forcing.cache.detach()
     torch.testing.assert_close(torch.stack(got).detach(), expected, atol=1e-4, rtol=1e-4)

@@ -105,10 +105,11 @@ def render_layout(
     return layout, vision
 
 
-def label_mask(layout: Layout, renderer: Renderer) -> torch.Tensor:
-    """True for tokens the loss covers: reply content, silence marker and `<|im_end|>`."""
+def label_mask(spans: list[Span], renderer: Renderer) -> torch.Tensor:
+    """True for tokens of `spans` (a layout's, in order) the loss covers: reply content, silence
+    marker and `<|im_end|>`."""
     masks = []
-    for span in layout.spans:
+    for span in spans:
         if span.kind == Kind.REPLY:
             masks.append(torch.ones(span.n, dtype=torch.bool))
         elif span.kind == Kind.REPLY_CLOSE:
@@ -130,7 +131,7 @@ def render_sample(
 ) -> dict:
     layout, vision = render_layout(record, loaded, renderer, options, text_only, time_shift)
     ids = layout.token_ids()
-    mask = label_mask(layout, renderer)
+    mask = label_mask(layout.spans, renderer)
     is_number = number_tokens(loaded.tokenizer)[ids]
     if text_only and options.text_only_labels == "numbers":
         mask &= is_number

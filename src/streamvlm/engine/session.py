@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import torch
 
-from ..cache import Kind, Layout, StreamingKVCache, make_policy
+from ..cache import Kind, Layout, Span, StreamingKVCache, make_policy
 from ..config import StreamConfig
 from ..errors import StreamvlmError
 from ..models.load import LoadedModel
@@ -57,11 +57,15 @@ class Commentary:
 
 @dataclass
 class Forced:
-    """One teacher-forced round (`StreamingSession.force`): the tokens fed, their roles, their logits."""
+    """One teacher-forced round (`StreamingSession.force`): the spans fed and their tokens' logits.
+    The spans are the layout's own: read them before the next round edits the layout."""
 
-    ids: torch.Tensor  # (n,) the round's new tokens (user turn, reply and its close)
-    kinds: list[Kind]  # the role of each
-    logits: torch.Tensor  # (n, vocab): logits[i] predicts ids[i + 1]
+    spans: list[Span]  # the round's new spans (user turn, reply and its close; round 0: the prefix too)
+    logits: torch.Tensor  # (n, vocab) over their n tokens: logits[i] predicts token i + 1
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return torch.cat([s.ids for s in self.spans])
 
 
 class StreamingSession:
@@ -193,7 +197,7 @@ class StreamingSession:
         with context(self.layout.token_ids(), self.layout.fed_rows) if context else contextlib.nullcontext():
             logits = self._feed(all_logits=True)
         self.round += 1
-        return Forced(torch.cat([s.ids for s in spans]), [s.kind for s in spans for _ in range(s.n)], logits)
+        return Forced(spans, logits)
 
     @torch.inference_mode()
     def ask_choice(self, question: str, choices: Sequence[str]) -> torch.Tensor:

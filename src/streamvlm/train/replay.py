@@ -23,7 +23,7 @@ lets a killed run continue where it stopped.
 import contextlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..cache.layout import Kind
 from ..config import StreamConfig
-from ..data.sample import number_tokens, pointer_targets
+from ..data.sample import label_mask, number_tokens, pointer_targets
 from ..engine import StreamingSession
 from ..errors import StreamvlmError
 from . import pointer
@@ -127,17 +126,19 @@ def replay_train(
             if k < log.streams_done:
                 continue
             session = StreamingSession(
-                loaded, _stream_config(stream_config, stream.previous_text, stream.query)
+                loaded,
+                replace(stream_config, previous_text=stream.previous_text, query=stream.query, greedy=True),
             )
             sums = {"loss": 0.0, "pointer": 0.0, "rounds": 0, "pointed": 0}
             for frames, start, end, text in stream.seconds:
                 pointed.clear()
                 forced = session.force(frames, text, start, end, context=supervision)
-                loss = _reply_loss(forced, session.renderer.im_end, is_number, config.number_loss_weight)
+                loss = _reply_loss(forced, session.renderer, is_number, config.number_loss_weight)
                 total = loss
-                if pointed and pointed[0] and pointer.loss() is not None:
-                    total = total + config.pointer_weight * pointer.loss()
-                    sums["pointer"] += float(pointer.loss().detach())
+                copy_loss = pointer.loss() if pointed and pointed[0] else None
+                if copy_loss is not None:
+                    total = total + config.pointer_weight * copy_loss
+                    sums["pointer"] += float(copy_loss.detach())
                     sums["pointed"] += 1
                 (total / config.accumulate).backward()
                 session.cache.detach()
@@ -171,17 +172,10 @@ def replay_train(
     return log
 
 
-def _stream_config(base: StreamConfig, previous_text: str, query: str | None) -> StreamConfig:
-    data = asdict(base)
-    data.update(previous_text=previous_text, query=query, greedy=True)
-    return StreamConfig(**data)
-
-
-def _reply_loss(forced, im_end: int, is_number: torch.Tensor, number_weight: float) -> torch.Tensor:
-    """Weighted cross-entropy on the round's reply: its words, the silence marker and `<|im_end|>`."""
-    labelled = torch.tensor([k in (Kind.REPLY, Kind.REPLY_CLOSE) for k in forced.kinds])
-    ends = ((forced.ids == im_end) & labelled).long()
-    labelled &= torch.cumsum(ends, 0) - ends == 0  # the close's newline after `<|im_end|>` is not a target
+def _reply_loss(forced, renderer, is_number: torch.Tensor, number_weight: float) -> torch.Tensor:
+    """Weighted cross-entropy on the round's reply: its words, the silence marker and `<|im_end|>`
+    (the tokens SFT labels, `data.sample.label_mask`)."""
+    labelled = label_mask(forced.spans, renderer)
     target = forced.ids[1:]
     selected = labelled[1:]
     ce = F.cross_entropy(forced.logits[:-1][selected].float(), target[selected], reduction="none")

@@ -12,6 +12,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from ..train.replay import ReplayConfig, ReplayLog, ReplayStream, replay_train
@@ -22,14 +23,14 @@ from .config import WorldConfig
 REPLAY_SEED = 7_100_000
 
 
-def world_streams(world_defaults: dict, seeds: list[int], seconds: int, fps: int | None = None) -> Iterator:
+def world_streams(world_defaults: dict, seeds: list[int], seconds: int) -> Iterator:
     """A `ReplayStream` per seed: the match encoded to a temporary video and read back, with its truth."""
     from ..sources import VideoFileSource
     from .dataset import write_world_video
     from .stream import World
 
     for seed in seeds:
-        config = WorldConfig.for_model(world_defaults, seed, **({"fps": fps} if fps else {}))
+        config = WorldConfig.for_model(world_defaults, seed)
         world = World(config)
         texts = [row["text"] for row in world.rows(seconds)]
 
@@ -84,7 +85,7 @@ def replay_world_model(
     shutil.copytree(model_dir, tmp)
     loaded.model.save_pretrained(tmp)
     (tmp / "replay.json").write_text(
-        json.dumps({"streams": streams, "seconds": seconds, "seed": seed, "log": log.__dict__}, indent=1)
+        json.dumps({"streams": streams, "seconds": seconds, "seed": seed, "log": asdict(log)}, indent=1)
         + "\n"
     )
     if out_dir.exists():
