@@ -171,7 +171,7 @@ def register(subparsers) -> None:
 
     replay = sub.add_parser(
         "replay",
-        help="fine-tune a world model on whole matches streamed through its own cache (~5 min)",
+        help="fine-tune a world model on whole matches streamed through its own cache (~4 min)",
         description="Streams fresh world matches from their first second through the model's streaming "
         "defaults with the ground truth as replies, and trains on each round as the engine computes it "
         "(text memory with reused K/V, re-indexed positions): only the copy head's layer's queries and "

@@ -138,7 +138,7 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   on the right one; 6 of 40 such numbers lost). Replay fine-tuning (`train.replay`, stage `replay`:
   6 fresh 20-minute matches streamed through the model's own cache with the true commentary, loss
   after each round, only layer 2's q/k projections learning, the copy head's pointer loss on cached
-  rows; ~8 min) made the carrying exact: 20 min seeds 9001001-3 stepped 100 / 100 / 100 % (was
+  rows; 4.2 min) made the carrying exact: 20 min seeds 9001001-3 stepped 100 / 100 / 100 % (was
   96.9 / 97.7 / 97.5 %), announced score 100 / 19.5 / 61.2 % (was 27.6 / 87.5 / 10.1 %); what is
   left are call errors (point F1 1.000 / 0.994 / 0.995: one missed point spoils the rest). All
   text weights at lr 1e-4 broke calls (point F1 0.98); numbers-only loss on all weights was worse.
