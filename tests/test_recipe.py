@@ -23,6 +23,8 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
         eval_seconds=6,
         replay_streams=1,
         replay_seconds=4,
+        call_streams=2,
+        call_seconds=3,
     )
     logs: list[str] = []
     result = train_world_model(recipe, log=logs.append)
@@ -35,6 +37,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
         "vision",
         "sft",
         "replay",
+        "calls",
         "ship",
     }
     commentary = work / "data" / "commentary"
@@ -51,10 +54,12 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     assert defaults["stream"]["text_window"] == recipe.text_window
     assert defaults["world"]["score_change"] is True and "now Blue four" in card  # the world it learned
     assert (model / "metrics.json").is_file() and (model / "model.safetensors").is_file()
-    assert json.loads((model / "replay.json").read_text())["log"]["rounds"] == 4 and "replay fine" in card
+    phases = json.loads((model / "replay.json").read_text())
+    assert phases["copy"]["log"]["rounds"] == 4 and phases["calls"]["log"]["rounds"] == 6
+    assert "replay fine" in card and "replay of the calls" in card
     logs.clear()
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done
-    assert sum("already done" in line for line in logs) == 8, logs
+    assert sum("already done" in line for line in logs) == 9, logs
 
 
 def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
@@ -70,7 +75,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
     argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
-    argv += ["--replay-seconds", "7"]
+    argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -96,6 +101,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         streaming_mask=True,
         replay_streams=2,
         replay_seconds=7,
+        call_streams=3,
+        call_seconds=5,
     )
     assert seen == [expected]
 

@@ -7,6 +7,7 @@ same weights, and that the pointer loss reads a cached forward pass as it reads 
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import DynamicCache
@@ -17,7 +18,7 @@ from streamvlm.config import StreamConfig
 from streamvlm.engine import StreamingSession
 from streamvlm.models import load_model
 from streamvlm.train import pointer
-from streamvlm.train.replay import ReplayConfig, replay_train
+from streamvlm.train.replay import ReplayConfig, ReplayStream, replay_train
 from streamvlm.world.config import WorldConfig
 from streamvlm.world.model import init_world_checkpoint
 from streamvlm.world.replay import world_streams
@@ -107,6 +108,63 @@ def test_replay_trains_only_the_named_parameters_and_resumes_to_the_same_weights
         torch.testing.assert_close(p, after[name], atol=1e-6, rtol=0)
 
 
+def test_interleaved_streams_take_turns_and_resume_by_group(world_dir, tmp_path, monkeypatch):
+    """With `interleave` 2 a round of each stream in turn (a shorter stream drops out when it ends);
+    a run killed after the first pair resumes to the weights of an uninterrupted one."""
+    config = ReplayConfig(lr=1e-3, accumulate=2, interleave=2, trainable=("model.language_model",))
+    world_defaults = load_model(str(world_dir)).defaults["world"]
+    forced = []
+    force = StreamingSession.force
+
+    def spy(self, frames, reply, start=None, end=None, context=None):
+        forced.append((self.config.previous_text, start))
+        return force(self, frames, reply, start, end, context)
+
+    def stream(name, seconds):
+        second = next(World(WorldConfig(seed=4, **WORLD)).seconds(1))
+        return ReplayStream(
+            name, [(second.frames, t, t + 1.0, "") for t in range(seconds)], previous_text=name
+        )
+
+    monkeypatch.setattr(StreamingSession, "force", spy)
+    log = replay_train(load_model(str(world_dir)), [stream("a", 3), stream("b", 2)], SMALL, config)
+    assert forced == [("a", 0.0), ("b", 0.0), ("a", 1.0), ("b", 1.0), ("a", 2.0)]
+    assert log.rounds == 5 and log.steps == 2 and [e["rounds"] for e in log.losses] == [3, 2]
+    monkeypatch.undo()
+
+    def run(streams: int, checkpoint=None):
+        loaded = load_model(str(world_dir))
+        replay_train(
+            loaded, world_streams(world_defaults, [11, 12, 13, 14][:streams], 6), SMALL, config, checkpoint
+        )
+        return snapshot(loaded.model)
+
+    after = run(4)
+    checkpoint = tmp_path / "checkpoint"
+    run(2, checkpoint)  # "killed" after the first pair
+    assert json.loads((checkpoint / "state.json").read_text())["streams_done"] == 2
+    for name, p in run(4, checkpoint).items():
+        torch.testing.assert_close(p, after[name], atol=1e-6, rtol=0)
+
+
+def test_calls_streams_hide_the_ball_in_the_goal_in_every_other_match(world_dir):
+    """Only the seconds of a point look different from the plain world (a white ball gone from the
+    lit goal; the codec's small drift on the frames after it aside), and only in the 2nd, 4th ... match."""
+    world_defaults = load_model(str(world_dir)).defaults["world"]
+    streams = list(world_streams(world_defaults, [5, 6], 40, hide_goal_ball=True))
+    assert [s.name for s in streams] == ["world seed 5", "world seed 6 (no ball in the goal)"]
+    for seed, stream in zip([5, 6], streams, strict=True):
+        plain = list(world_streams(world_defaults, [seed], 40))[0]
+        changed = [
+            a[1]
+            for a, b in zip(stream.seconds, plain.seconds, strict=True)
+            if np.abs(a[0].astype(int) - b[0]).max() > 100
+        ]
+        rows = list(World(WorldConfig.for_model(world_defaults, seed)).rows(40))
+        points = [row["start"] for row in rows if any(e["kind"] == "point" for e in row["events"])]
+        assert points and changed == (points if seed == 6 else [])
+
+
 def test_the_pointer_loss_of_a_cached_forward_pass_equals_the_full_pass(world_dir):
     loaded = load_model(str(world_dir))
     model = loaded.model
@@ -140,8 +198,16 @@ def test_world_replay_command_writes_the_model_and_rejects_other_models(
     out = tmp_path / "replayed"
     assert main(["world", "replay", str(world_dir), str(out), "--streams", "1", "--seconds", "4"]) == 0
     assert (out / "model.safetensors").is_file() and (out / "streamvlm.json").is_file()
-    assert json.loads((out / "replay.json").read_text())["log"]["rounds"] == 4
+    assert json.loads((out / "replay.json").read_text())["copy"]["log"]["rounds"] == 4
     assert not (tmp_path / "replayed.replay-checkpoint").exists()
+    calls = ["world", "replay", str(out), str(out), "--phase", "calls", "--streams", "2", "--seconds", "3"]
+    assert main(calls) == 0  # the calls phase on top, in place: both phases' logs kept
+    phases = json.loads((out / "replay.json").read_text())
+    assert phases["copy"]["log"]["rounds"] == 4 and phases["calls"]["log"]["rounds"] == 6
+    assert [e["stream"] for e in phases["calls"]["log"]["losses"]] == [
+        "world seed 7100100",
+        "world seed 7100101 (no ball in the goal)",
+    ]
     assert load_model(str(out)).defaults["world"] == load_model(str(world_dir)).defaults["world"]
     capsys.readouterr()
     assert main(["world", "replay", str(tiny_dir), str(tmp_path / "x"), "--seconds", "2"]) == 2

@@ -14,10 +14,12 @@ round its loss goes back into the weights: cross-entropy on the reply (numbers w
 optionally the pointer loss of a copy head (`pointer`), told where the number it is about to copy
 sits among the cache's rows. Then the cache is detached, so earlier rounds are plain data (back-
 propagation through one round). The optimizer steps every `accumulate` rounds; `trainable` names the
-parameters that learn (substrings of their names), everything else stays as it was.
+parameters that learn (substrings of their names), everything else stays as it was. With
+`interleave` > 1 that many streams run side by side, a round of each in turn, so that a step mixes
+matches instead of following one match's neighbouring seconds (which matters once many weights learn).
 
-A checkpoint after every stream (weights of the trainable parameters, optimizer, streams done)
-lets a killed run continue where it stopped.
+A checkpoint after every stream, or group of interleaved streams (weights of the trainable
+parameters, optimizer, streams done), lets a killed run continue where it stopped.
 """
 
 import contextlib
@@ -42,6 +44,9 @@ from . import pointer
 class ReplayConfig:
     lr: float = 1e-4
     accumulate: int = 8  # rounds per optimizer step
+    #: Streams run side by side, a round of each in turn (a step then mixes several matches, not
+    #: `accumulate` neighbouring seconds of one); a checkpoint after each such group.
+    interleave: int = 1
     max_grad_norm: float = 1.0
     number_loss_weight: float = 10.0
     #: Substrings of the names of the parameters that learn (the vision tower never does).
@@ -53,9 +58,15 @@ class ReplayConfig:
     pointer_words: tuple[str, ...] = ("Red", "Blue")
 
     def validate(self) -> None:
-        if self.lr <= 0 or self.accumulate < 1 or self.number_loss_weight <= 0 or self.pointer_weight < 0:
+        if (
+            self.lr <= 0
+            or self.accumulate < 1
+            or self.interleave < 1
+            or self.number_loss_weight <= 0
+            or self.pointer_weight < 0
+        ):
             raise StreamvlmError(
-                "replay: lr, accumulate and number_loss_weight must be > 0, pointer_weight >= 0"
+                "replay: lr, accumulate, interleave and number_loss_weight must be > 0, pointer_weight >= 0"
             )
         if not self.trainable:
             raise StreamvlmError("replay: name at least one trainable parameter")
@@ -121,46 +132,64 @@ def replay_train(
     model.eval()  # no dropout: the rounds are computed as inference computes them
     if use_pointer:
         pointer.enable(model)
+
+    def train_round(session, second, sums) -> None:
+        frames, start, end, text = second
+        pointed.clear()
+        forced = session.force(frames, text, start, end, context=supervision)
+        loss = _reply_loss(forced, session.renderer, is_number, config.number_loss_weight)
+        total = loss
+        copy_loss = pointer.loss() if pointed and pointed[0] else None
+        if copy_loss is not None:
+            total = total + config.pointer_weight * copy_loss
+            sums["pointer"] += float(copy_loss.detach())
+            sums["pointed"] += 1
+        (total / config.accumulate).backward()
+        session.cache.detach()
+        sums["loss"] += float(loss.detach())
+        sums["rounds"] += 1
+        log.rounds += 1
+        if log.rounds % config.accumulate == 0:
+            torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            log.steps += 1
+
     try:
-        for k, stream in enumerate(streams):
-            if k < log.streams_done:
+        streams = list(streams)
+        for first in range(0, len(streams), config.interleave):
+            group = streams[first : first + config.interleave]
+            if first + len(group) <= log.streams_done:
                 continue
-            session = StreamingSession(
-                loaded,
-                replace(stream_config, previous_text=stream.previous_text, query=stream.query, greedy=True),
-            )
-            sums = {"loss": 0.0, "pointer": 0.0, "rounds": 0, "pointed": 0}
-            for frames, start, end, text in stream.seconds:
-                pointed.clear()
-                forced = session.force(frames, text, start, end, context=supervision)
-                loss = _reply_loss(forced, session.renderer, is_number, config.number_loss_weight)
-                total = loss
-                copy_loss = pointer.loss() if pointed and pointed[0] else None
-                if copy_loss is not None:
-                    total = total + config.pointer_weight * copy_loss
-                    sums["pointer"] += float(copy_loss.detach())
-                    sums["pointed"] += 1
-                (total / config.accumulate).backward()
-                session.cache.detach()
-                sums["loss"] += float(loss.detach())
-                sums["rounds"] += 1
-                log.rounds += 1
-                if log.rounds % config.accumulate == 0:
-                    torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    log.steps += 1
-                if progress is not None:
-                    progress(1)
-            log.streams_done = k + 1
-            log.losses.append(
+            sessions = [
+                StreamingSession(
+                    loaded,
+                    replace(stream_config, previous_text=s.previous_text, query=s.query, greedy=True),
+                )
+                for s in group
+            ]
+            seconds = [iter(s.seconds) for s in group]
+            sums = [{"loss": 0.0, "pointer": 0.0, "rounds": 0, "pointed": 0} for _ in group]
+            active = list(range(len(group)))
+            while active:  # one round of each stream in turn, until every stream has ended
+                for i in list(active):
+                    second = next(seconds[i], None)
+                    if second is None:
+                        active.remove(i)
+                        continue
+                    train_round(sessions[i], second, sums[i])
+                    if progress is not None:
+                        progress(1)
+            log.streams_done = first + len(group)
+            log.losses += [
                 {
                     "stream": stream.name,
-                    "rounds": sums["rounds"],
-                    "loss": sums["loss"] / max(sums["rounds"], 1),
-                    "pointer_loss": sums["pointer"] / sums["pointed"] if sums["pointed"] else None,
+                    "rounds": done["rounds"],
+                    "loss": done["loss"] / max(done["rounds"], 1),
+                    "pointer_loss": done["pointer"] / done["pointed"] if done["pointed"] else None,
                 }
-            )
+                for stream, done in zip(group, sums, strict=True)
+            ]
             if checkpoint_dir is not None:
                 _save(checkpoint_dir, params, optimizer, log)
     finally:

@@ -3,7 +3,7 @@
     streamvlm world video OUT.mp4 --seconds N [--seed S] [--fps 2] [--size 112] [--truth OUT.jsonl]
     streamvlm world dataset OUT_DIR --videos K --seconds N [--seed S] [--text-only]
     streamvlm world train-model [--work-dir runs/world-model] [--out-dir DIR] [recipe options]
-    streamvlm world replay MODEL_DIR OUT_DIR [--streams 6] [--seconds 1200]
+    streamvlm world replay MODEL_DIR OUT_DIR [--phase copy|calls] [--streams N] [--seconds S]
     streamvlm world stats [--seconds 600] [--seed S]
 
 Registration only builds parsers; the world, PyAV and tqdm are imported when a command runs.
@@ -165,24 +165,41 @@ def register(subparsers) -> None:
     model.add_argument(
         "--replay-seconds", type=int, default=d.replay_seconds, help="length of each (%(default)s)"
     )
+    model.add_argument(
+        "--call-streams",
+        type=int,
+        default=d.call_streams,
+        help="then the calls phase of the replay: matches streamed side by side, every text weight "
+        "learning, every other match without the ball in the goal (%(default)s; 0: skipped)",
+    )
+    model.add_argument(
+        "--call-seconds", type=int, default=d.call_seconds, help="length of each (%(default)s)"
+    )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)
 
     replay = sub.add_parser(
         "replay",
-        help="fine-tune a world model on whole matches streamed through its own cache (~4 min)",
+        help="fine-tune a world model on whole matches streamed through its own cache (4 + 7 min)",
         description="Streams fresh world matches from their first second through the model's streaming "
         "defaults with the ground truth as replies, and trains on each round as the engine computes it "
-        "(text memory with reused K/V, re-indexed positions): only the copy head's layer's queries and "
-        "keys learn (streamvlm.train.replay). Writes the model to OUT_DIR; re-run after a kill to continue.",
+        "(text memory with reused K/V, re-indexed positions; streamvlm.train.replay). Phase 'copy' "
+        "(6 x 1200 s): only the copy head's layer's queries and keys learn, so the score is read exactly "
+        "from the text memory. Phase 'calls' (16 x 600 s, eight side by side): every text weight learns at "
+        "lr 2e-5 and every other match hides the ball in the goal, so a point is called from the goal "
+        "light's onset. The recipe runs copy, then calls. Writes the model to OUT_DIR; re-run after a "
+        "kill to continue.",
     )
     replay.add_argument("model_dir", help="world model to start from (e.g. runs/world-model/sft/final)")
     replay.add_argument("out_dir", help="where the fine-tuned model goes (may be MODEL_DIR)")
-    replay.add_argument("--streams", type=int, default=6, help="matches to stream (default 6)")
-    replay.add_argument("--seconds", type=int, default=1200, help="seconds of each (default 1200)")
-    replay.add_argument("--seed", type=int, default=None, help="world seed of the first match (7100000)")
-    replay.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    replay.add_argument("--phase", choices=("copy", "calls"), default="copy", help="(default copy)")
+    replay.add_argument("--streams", type=int, default=None, help="matches to stream (copy 6, calls 16)")
+    replay.add_argument("--seconds", type=int, default=None, help="seconds of each (copy 1200, calls 600)")
+    replay.add_argument(
+        "--seed", type=int, default=None, help="world seed of the first match (copy 7100000, calls 7100100)"
+    )
+    replay.add_argument("--lr", type=float, default=None, help="learning rate (copy 1e-4, calls 2e-5)")
     replay.add_argument(
         "--checkpoint-dir", default=None, help="resumable state (default: OUT_DIR.replay-checkpoint)"
     )
@@ -291,23 +308,27 @@ def cmd_train_model(args) -> int:
 
 
 def cmd_replay(args) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
-    from ..train.replay import ReplayConfig
-    from .replay import REPLAY_SEED, replay_world_model
+    from .replay import PHASES, replay_world_model
 
+    phase = PHASES[args.phase]
     out = Path(args.out_dir)
     checkpoint = (
         Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".replay-checkpoint")
     )
-    config = ReplayConfig() if args.lr is None else ReplayConfig(lr=args.lr)
-    with progress_bar(max(args.streams, 0) * max(args.seconds, 0), "replay") as bar:
+    config = phase.config if args.lr is None else replace(phase.config, lr=args.lr)
+    streams = phase.streams if args.streams is None else args.streams
+    seconds = phase.seconds if args.seconds is None else args.seconds
+    with progress_bar(max(streams, 0) * max(seconds, 0), f"replay ({args.phase})") as bar:
         log = replay_world_model(
             Path(args.model_dir),
             out,
-            args.streams,
-            args.seconds,
-            REPLAY_SEED if args.seed is None else args.seed,
+            args.phase,
+            streams,
+            seconds,
+            args.seed,
             config,
             checkpoint_dir=checkpoint,
             progress=bar.update,

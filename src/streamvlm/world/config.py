@@ -48,6 +48,9 @@ class WorldConfig:
     # colour (a broadcast's goal graphic), so a point cannot pass for a near return; the score itself
     # is still never drawn
     goal_light: bool = False
+    #: Draw the ball once it is in the goal (the point's own frame). Off hides it there: a training
+    #: augmentation (calls replay, `world.replay`) after which the goal light's onset is the cue.
+    goal_ball: bool = True
     #: Say numbers as words ("Red three Blue four"): each is one token, never confused with the digits
     #: of the time stamps around it (with digits, a tiny model did not learn to carry the score).
     number_words: bool = True

@@ -26,6 +26,7 @@ class Renderer:
         self.paddle_h_px = max(2, round(config.paddle_height * n))
         self.ball_px = max(2, round(config.ball_size * n))
         self.goal_light = config.goal_light
+        self.goal_ball = config.goal_ball
         self.light_px = max(2, n // 8)  # wide enough to fill much of a vision patch column
         self.background = self._background()
 
@@ -48,7 +49,7 @@ class Renderer:
         red_y, blue_y = state.paddles
         self._paint(frame, self.paddle_x, red_y, self.paddle_w_px, self.paddle_h_px, RED_PADDLE)
         self._paint(frame, 1.0 - self.paddle_x, blue_y, self.paddle_w_px, self.paddle_h_px, BLUE_PADDLE)
-        if state.ball is not None:
+        if state.ball is not None and (self.goal_ball or state.scorer is None):
             x, y = state.ball
             self._paint(frame, x, y, self.ball_px, self.ball_px, BALL)
         return frame
