@@ -156,9 +156,16 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   9001006-8, point F1 1.000 in 7 of the 8 (copy phase only: 100 / 19.5 / 61.2 / 33.0 / 27.9 %).
   lr 5e-5 x 16 matches called every point but carried worse (stepped 96.0-98.4 %, announced 16-60 %);
   number tokens weighted x10 in this phase missed points again (announced 19.5-78.2 %).
-- what is left on 9001004: "Red serves. Red one ..." said "Red ten": the copy head puts all its
-  weight on the right "one", but p("one") is 0.43; two heads of layer 2 and one of layer 3 read the
-  time stamp's digits at that position. Not fixed.
+- on 4 more seeds (9001009-12) the shipped model says 53.5 / 100 / 91.5 / 13.5 %, every point called
+  (point F1 1.000): at least 90 % on 9 of 12. The 3 failures (9001004, 9001009, 9001012) and the slip
+  on 9001011 are each one wrong number, carried to the end of the stream, all in lopsided games:
+  "Red one Blue eight" said "Red ten" (9001004), "Red two Blue eight" said "Red nine" (9001012), "Blue
+  ten" (Red six) said "Blue one" (9001011), and the increment "Red ten Blue three now Red eleven"
+  said "now Red two" (9001009). On 9001004 the copy head puts all its weight on the right "one", but
+  p("one") is 0.43; two heads of layer 2 and one of layer 3 read the time stamp's digits at that
+  position. So the readout, not the lookup, is what fails there. A third replay phase on layer 3,
+  the final norm and the output head (numbers x10, lr 5e-5, 8 x 600 s) did not fix it and broke
+  9001003 (10.1 %). Not fixed.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
