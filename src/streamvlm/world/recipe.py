@@ -165,7 +165,10 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   p("one") is 0.43; two heads of layer 2 and one of layer 3 read the time stamp's digits at that
   position. So the readout, not the lookup, is what fails there. A third replay phase on layer 3,
   the final norm and the output head (numbers x10, lr 5e-5, 8 x 600 s) did not fix it and broke
-  9001003 (10.1 %). Not fixed.
+  9001003 (10.1 %); nor did one more calls-like pass over 16 lopsided matches (one team missing 32 %
+  of receptions, the other 10 %; all text weights, lr 2e-5): 9001004 / 9001009 / 9001011 / 9001012 /
+  9001003 / 9001002 went 33.0 / 66.0 / 100 / 13.5 / 90.9 / 73.9 % (shipped: 33.0 / 53.5 / 91.5 / 13.5
+  / 96.0 / 100 %): single slips moved between matches, no fewer of them. Not fixed.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
