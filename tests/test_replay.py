@@ -6,6 +6,7 @@ same weights, and that the pointer loss reads a cached forward pass as it reads 
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -129,13 +130,15 @@ def test_interleaved_streams_take_turns_and_resume_by_group(world_dir, tmp_path,
     monkeypatch.setattr(StreamingSession, "force", spy)
     log = replay_train(load_model(str(world_dir)), [stream("a", 3), stream("b", 2)], SMALL, config)
     assert forced == [("a", 0.0), ("b", 0.0), ("a", 1.0), ("b", 1.0), ("a", 2.0)]
-    assert log.rounds == 5 and log.steps == 2 and [e["rounds"] for e in log.losses] == [3, 2]
+    # steps after rounds 2 and 4, and a last one for round 5 as the group ends
+    assert log.rounds == 5 and log.steps == 3 and [e["rounds"] for e in log.losses] == [3, 2]
     monkeypatch.undo()
 
     def run(streams: int, checkpoint=None):
         loaded = load_model(str(world_dir))
+        odd = replace(config, accumulate=4)  # 2 x 5 rounds a group: each ends between two steps
         replay_train(
-            loaded, world_streams(world_defaults, [11, 12, 13, 14][:streams], 6), SMALL, config, checkpoint
+            loaded, world_streams(world_defaults, [11, 12, 13, 14][:streams], 5), SMALL, odd, checkpoint
         )
         return snapshot(loaded.model)
 

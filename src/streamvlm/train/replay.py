@@ -19,7 +19,8 @@ parameters that learn (substrings of their names), everything else stays as it w
 matches instead of following one match's neighbouring seconds (which matters once many weights learn).
 
 A checkpoint after every stream, or group of interleaved streams (weights of the trainable
-parameters, optimizer, streams done), lets a killed run continue where it stopped.
+parameters, optimizer, streams done), lets a killed run continue where it stopped; a group that ends
+between two steps takes a last, shorter one first, so nothing is carried over a checkpoint.
 """
 
 import contextlib
@@ -150,10 +151,13 @@ def replay_train(
         sums["rounds"] += 1
         log.rounds += 1
         if log.rounds % config.accumulate == 0:
-            torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            log.steps += 1
+            step()
+
+    def step() -> None:
+        torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.steps += 1
 
     try:
         streams = list(streams)
@@ -180,6 +184,8 @@ def replay_train(
                     train_round(sessions[i], second, sums[i])
                     if progress is not None:
                         progress(1)
+            if log.rounds % config.accumulate:  # what is left of a step: taken, so a resume is exact
+                step()
             log.streams_done = first + len(group)
             log.losses += [
                 {
