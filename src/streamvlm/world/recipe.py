@@ -163,7 +163,9 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   ten" (Red six) said "Blue one" (9001011), and the increment "Red ten Blue three now Red eleven"
   said "now Red two" (9001009). On 9001004 the copy head puts all its weight on the right "one", but
   p("one") is 0.43; two heads of layer 2 and one of layer 3 read the time stamp's digits at that
-  position. So the readout, not the lookup, is what fails there. A third replay phase on layer 3,
+  position. The same on 9001012 (copy head 0.99 on "two", p("two") 0.20, "nine" said) and 9001011
+  (1.0 on "ten", p("ten") 0.45, "one" said), there with the number in the text memory. So the
+  readout, not the lookup, is what fails. A third replay phase on layer 3,
   the final norm and the output head (numbers x10, lr 5e-5, 8 x 600 s) did not fix it and broke
   9001003 (10.1 %); nor did one more calls-like pass over 16 lopsided matches (one team missing 32 %
   of receptions, the other 10 %; all text weights, lr 2e-5): 9001004 / 9001009 / 9001011 / 9001012 /
