@@ -135,7 +135,7 @@ class Layout:
     def rounds(self) -> list[int]:
         return sorted({s.round for s in self.spans if s.round >= 0})
 
-    def _unfed_spans(self) -> list[Span]:
+    def unfed_spans(self) -> list[Span]:
         """The spans holding unfed tokens: always at the end, so walk back to the first fed one."""
         k = len(self.spans)
         while k and (self.spans[k - 1].fed < self.spans[k - 1].n or not self.spans[k - 1].n):
@@ -145,7 +145,7 @@ class Layout:
     def unfed(self) -> tuple[torch.Tensor, torch.Tensor, list[Span]]:
         """Ids and positions of the tokens the model has not seen yet, and their vision spans."""
         ids, pos, vision = [], [], []
-        for span in self._unfed_spans():
+        for span in self.unfed_spans():
             if span.fed < span.n:
                 ids.append(span.ids[span.fed :])
                 pos.append(span.pos[:, span.fed :])
@@ -160,7 +160,7 @@ class Layout:
     def mark_fed(self) -> int:
         """Record that every token is now in the cache; returns how many were added."""
         added = 0
-        for span in self._unfed_spans():
+        for span in self.unfed_spans():
             missing = span.n - span.fed
             if missing:
                 new_rows = torch.arange(self.fed_rows + added, self.fed_rows + added + missing)

@@ -193,7 +193,7 @@ class StreamingSession:
         self._evict(index)
         self._add_round(frames, index, start, end)
         self.layout.extend(self.renderer.reply(index, reply))
-        spans = self.layout._unfed_spans()
+        spans = self.layout.unfed_spans()
         with context(self.layout.token_ids(), self.layout.fed_rows) if context else contextlib.nullcontext():
             logits = self._feed(all_logits=True)
         self.round += 1
