@@ -60,8 +60,9 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         n, total = query.shape[2], key.shape[2]  # with a cache the queries are the last n keys
         past = total - n
         keys = torch.arange(total, device=query.device)[None]
-        own = keys == past + torch.arange(n, device=query.device)[:, None]
-        allowed = (keys <= past + torch.arange(n, device=query.device)[:, None])[None, None]
+        rows = past + torch.arange(n, device=query.device)[:, None]  # each query's own key
+        own = keys == rows
+        allowed = (keys <= rows)[None, None]
         if attention_mask is not None:  # 4-D (padding, `streaming_mask`): bool, or 0 where allowed
             mask = attention_mask[:, :, :, :total]
             allowed = allowed & (mask if mask.dtype == torch.bool else mask == 0)
