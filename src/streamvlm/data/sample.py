@@ -121,6 +121,13 @@ def label_mask(spans: list[Span], renderer: Renderer) -> torch.Tensor:
     return torch.cat(masks)
 
 
+def loss_weights(mask: torch.Tensor, is_number: torch.Tensor, number_weight: float) -> torch.Tensor:
+    """Per token: 0 off the labels (`mask`), `number_weight` on labelled numbers, 1 on the rest."""
+    weights = mask.float()
+    weights[mask & is_number] = number_weight
+    return weights
+
+
 def render_sample(
     record: StreamRecord,
     loaded: LoadedModel,
@@ -138,9 +145,7 @@ def render_sample(
     if options.memory_number_labels:
         memory = torch.cat([torch.full((span.n,), span.kind == Kind.MEMORY) for span in layout.spans])
         mask |= memory & is_number
-    weights = mask.float()
-    if options.number_loss_weight != 1.0:
-        weights[mask & is_number] = options.number_loss_weight
+    weights = loss_weights(mask, is_number, options.number_loss_weight)
     sample = {
         "input_ids": ids,
         "position_ids": layout.positions(),

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..config import StreamConfig
-from ..data.sample import label_mask, number_tokens, pointer_targets
+from ..data.sample import label_mask, loss_weights, number_tokens, pointer_targets
 from ..engine import StreamingSession
 from ..errors import StreamvlmError
 from . import pointer
@@ -209,12 +209,11 @@ def replay_train(
 
 def _reply_loss(forced, renderer, is_number: torch.Tensor, number_weight: float) -> torch.Tensor:
     """Weighted cross-entropy on the round's reply: its words, the silence marker and `<|im_end|>`
-    (the tokens SFT labels, `data.sample.label_mask`)."""
-    labelled = label_mask(forced.spans, renderer)
+    (the tokens SFT labels and weighs, `data.sample.label_mask` and `loss_weights`)."""
     target = forced.ids[1:]
-    selected = labelled[1:]
+    selected = label_mask(forced.spans, renderer)[1:]
     ce = F.cross_entropy(forced.logits[:-1][selected].float(), target[selected], reduction="none")
-    weights = torch.where(is_number[target[selected]], number_weight, 1.0)
+    weights = loss_weights(selected, is_number[target], number_weight)[selected]
     return (ce * weights).sum() / weights.sum()
 
 
