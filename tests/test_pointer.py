@@ -142,6 +142,7 @@ def test_heads_write_what_eager_attention_adds_and_the_readout_is_its_direct_log
     layer, heads = 1, pointer.supervised_heads(text.num_attention_heads, 2)
     ids = torch.randint(0, 200, (2, 30))
     targets = torch.randint(0, 5, (2, 2, 30))
+    targets[:, :, ::3] = -1  # not told where to look: nothing computed, zero written
     attention = model.get_decoder().layers[layer].self_attn
     captured = {}
     hook = attention.v_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o.detach()))
@@ -165,10 +166,11 @@ def test_heads_write_what_eager_attention_adds_and_the_readout_is_its_direct_log
     pointer.disable(model)
     written = pointer.written()
     assert len(written) == 2
-    for got, want in zip(written, reference, strict=True):
-        assert torch.allclose(got, want, atol=1e-4)
+    for i, (got, want) in enumerate(zip(written, reference, strict=True)):
+        told = targets[:, i] >= 0
+        assert torch.allclose(got[told], want[told], atol=1e-4) and not got[~told].any()
     mask = torch.zeros(2, 2, 29, dtype=torch.bool)
-    mask[0, 0, [3, 10]] = mask[1, 1, 20] = True
+    mask[0, 0, [4, 10]] = mask[1, 1, 20] = True
     following = torch.randint(0, 200, (2, 29))
     hidden = ours.hidden_states[layer + 1]
     loss = pointer.readout_loss(model, written, hidden, following, mask)

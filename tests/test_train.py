@@ -20,7 +20,7 @@ from streamvlm.data.formats import StreamRecord, write_annotations
 from streamvlm.data.sample import RenderOptions, StreamDataset, collate
 from streamvlm.sources import synthetic_frames, write_video
 from streamvlm.train.config import load_config
-from streamvlm.train.trainer import StreamTrainer
+from streamvlm.train.trainer import StreamTrainer, right_padded
 
 NO_POINTER = SimpleNamespace(pointer=None)  # a trainer's settings, without pointer supervision
 
@@ -82,6 +82,39 @@ def test_loss_equals_transformers_loss_with_unit_weights(tiny, chunks):
     weighted = dict(batch)
     weighted["loss_weights"] = batch["loss_weights"] * 3.0  # a uniform weight changes nothing
     assert torch.allclose(StreamTrainer.compute_loss(NO_POINTER, tiny.model, weighted), reference, atol=1e-5)
+
+
+def test_right_padded_batches_drop_their_mask_and_lose_nothing(tiny, chunks):
+    """Causal attention never reaches right padding, so the trainer leaves the padding mask out (SDPA
+    then runs its faster causal kernel): loss and logits of the real tokens are those with the mask."""
+    dataset = StreamDataset([chunks], tiny, RenderOptions(text_only_fraction=0.5))
+    lengths = [dataset[i]["input_ids"].numel() for i in range(len(dataset))]
+    short, long = lengths.index(min(lengths)), lengths.index(max(lengths))
+    assert lengths[short] < lengths[long]  # a batch with padding
+    batch = collate([dataset[long], dataset[short]], pad_id=0)
+    assert right_padded(batch["attention_mask"])
+    assert not right_padded(batch["attention_mask"].flip(1))  # left padding keeps its mask
+    assert not right_padded(None) and not right_padded(torch.ones(2, 1, 5, 5, dtype=torch.bool))
+    ours = StreamTrainer.compute_loss(NO_POINTER, tiny.model, dict(batch))
+    reference = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"})
+    assert torch.allclose(ours, reference.loss, atol=1e-5)
+    unmasked = tiny.model(**{k: v for k, v in batch.items() if k not in ("loss_weights", "attention_mask")})
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(unmasked.logits[real], reference.logits[real], atol=1e-5)
+
+
+def test_loader_workers_run_at_the_asked_niceness(tiny, chunks):
+    class Probe(StreamDataset):
+        def __getitem__(self, index):
+            super().__getitem__(index)
+            return os.nice(0)
+
+    before = os.nice(0)
+    dataset = Probe([chunks], tiny, RenderOptions(), worker_nice=7)
+    assert dataset[0] == before  # read in this process: its priority is left alone
+    loader = torch.utils.data.DataLoader(dataset, num_workers=1, batch_size=None)
+    assert list(loader)[:3] == [min(before + 7, 19)] * 3
+    assert os.nice(0) == before
 
 
 def test_short_run_learns_and_writes_a_loadable_checkpoint(tmp_path, tiny_dir, chunks):

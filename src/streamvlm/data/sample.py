@@ -8,6 +8,7 @@ turns from after `<|im_start|>assistant\\n` through `<|im_end|>`, silent seconds
 """
 
 import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,8 +241,10 @@ class StreamDataset(torch.utils.data.Dataset):
         options: RenderOptions,
         skip_bad: bool = False,
         text_paths=(),
+        worker_nice: int = 0,
     ):
         self.loaded, self.options = loaded, options
+        self.worker_nice = worker_nice  # applied once in each DataLoader worker process, not here
         self.renderer = Renderer(
             loaded.tokenizer,
             **({"system_prompt": options.system_prompt} if options.system_prompt is not None else {}),
@@ -286,6 +289,9 @@ class StreamDataset(torch.utils.data.Dataset):
         return len(self.handles)
 
     def __getitem__(self, index: int) -> dict:
+        if self.worker_nice and torch.utils.data.get_worker_info() is not None:
+            os.nice(self.worker_nice)  # the worker's own copy of the dataset: once per process
+            self.worker_nice = 0
         path, offset, always_text = self.handles[index]
         text_only, time_shift = window_draws(index, self.options)
         record = read_line(path, offset)

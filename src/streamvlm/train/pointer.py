@@ -61,24 +61,31 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         past = total - n
         keys = torch.arange(total, device=query.device)[None]
         rows = past + torch.arange(n, device=query.device)[:, None]  # each query's own key
-        own = keys == rows
         allowed = (keys <= rows)[None, None]
         if attention_mask is not None:  # 4-D (padding, `streaming_mask`): bool, or 0 where allowed
             mask = attention_mask[:, :, :, :total]
             allowed = allowed & (mask if mask.dtype == torch.bool else mask == 0)
-            allowed = allowed | own  # no empty row
+            allowed = allowed | (keys == rows)  # no empty row
+        allowed = allowed.expand(query.shape[0], 1, n, total)
         group = query.shape[1] // key.shape[1]
         losses, written = [], []
         for i, head in enumerate(_state["heads"]):
-            scores = query[:, head].float() @ key[:, head // group].float().transpose(1, 2)
-            logp = (scores * module.scaling).masked_fill(~allowed[:, 0], float("-inf")).log_softmax(-1)
             target = targets[:, i, :n]
-            picked = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0]
-            losses.append(-picked[target >= 0])
-            if _state["write"]:  # the head's output through its slice of o_proj
-                out = logp.exp().to(value.dtype) @ value[:, head // group]
-                d = out.shape[-1]
-                written.append(out @ module.o_proj.weight[:, head * d : (head + 1) * d].T)
+            if _state["write"]:  # zero where the head is not told anything (never read there)
+                hidden = module.o_proj.weight.shape[0]
+                written.append(query.new_zeros(query.shape[0], n, hidden, dtype=value.dtype))
+            for b in range(query.shape[0]):  # only the rows that have a target (a copy head: a few)
+                told = (target[b] >= 0).nonzero()[:, 0]
+                if not len(told):
+                    continue
+                scores = query[b, head, told].float() @ key[b, head // group].float().T
+                logp = (scores * module.scaling).masked_fill(~allowed[b, 0, told], float("-inf"))
+                logp = logp.log_softmax(-1)
+                losses.append(-logp.gather(-1, target[b, told, None])[:, 0])
+                if _state["write"]:  # the head's output through its slice of o_proj
+                    out = logp.exp().to(value.dtype) @ value[b, head // group]
+                    d = out.shape[-1]
+                    written[-1][b, told] = out @ module.o_proj.weight[:, head * d : (head + 1) * d].T
         _state["written"] = written
         _state["loss"] = torch.cat(losses).mean() if sum(x.numel() for x in losses) else None
     return output
@@ -133,7 +140,8 @@ def copy_positions(
 
 def written() -> list[torch.Tensor]:
     """What each supervised head wrote into the residual stream in the last supervised forward pass
-    with `supervise(..., write=True)`: one (batch, n, hidden) tensor per head."""
+    with `supervise(..., write=True)`: one (batch, n, hidden) tensor per head, zero at the positions
+    where the head was not told where to look (only those are computed)."""
     return _state["written"]
 
 

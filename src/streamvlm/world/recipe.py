@@ -395,6 +395,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         vision_window=recipe.vision_window,
         text_rounds=recipe.text_rounds,
         num_workers=1,
+        loader_nice=19,
         device="cpu",
         seed=recipe.seed,
     )
