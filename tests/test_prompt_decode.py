@@ -32,6 +32,24 @@ def test_layout_matches_the_qwen_chat_template(tiny):
     assert layout.token_ids().tolist() == tiny.tokenizer.encode(text, add_special_tokens=False)
 
 
+def test_encode_keeps_its_tokens_and_hands_out_copies(tiny, monkeypatch):
+    import pickle
+
+    import streamvlm.engine.prompt as prompt
+
+    monkeypatch.setattr(prompt, "ENCODED", 3)
+    renderer = Renderer(tiny.tokenizer)
+    texts = ["Red serves", " Blue returns", "Time=1.0-2.0s", "Time=2.0-3.0s", "Red serves"]
+    for text in texts:
+        got = renderer.encode(text)
+        assert got == tiny.tokenizer.encode(text, add_special_tokens=False)
+        got.append(-1)  # the caller's list: the kept tokens are not touched
+    assert renderer.encode("Red serves")[-1] != -1
+    assert len(renderer._tokens) == 3  # "\n" and the first two texts: no more are kept
+    assert renderer.encode("") == []
+    assert pickle.loads(pickle.dumps(renderer)).encode("Red serves") == renderer.encode("Red serves")
+
+
 def test_content_length_strips_only_the_silence_marker(tiny):
     r = Renderer(tiny.tokenizer)
     enc = r.encode

@@ -29,6 +29,7 @@ from ..config import DEFAULT_SYSTEM_PROMPT
 
 SILENCE = " ..."
 MEMORY_ROLE = "previous text"
+ENCODED = 4096  # texts whose tokens a renderer keeps
 
 
 def time_text(start: float, end: float) -> str:
@@ -47,10 +48,20 @@ class Renderer:
         self.vision_start = vocab["<|vision_start|>"]
         self.vision_end = vocab["<|vision_end|>"]
         self.video_pad = vocab["<|video_pad|>"]
+        self._tokens: dict[str, tuple[int, ...]] = {}
         self.newline = self.encode("\n")
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+        """Every round repeats the same short pieces (turn shells, the silence marker, common lines):
+        each is tokenised once (the first `ENCODED` distinct texts are kept)."""
+        if not text:
+            return []
+        ids = self._tokens.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+            if len(self._tokens) < ENCODED:
+                self._tokens[text] = ids
+        return list(ids)
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
