@@ -356,6 +356,19 @@ def test_bad_config_is_a_one_line_error(options):
 
 
 # -- files ---------------------------------------------------------------------------------------------
+def test_dataset_written_by_several_processes_is_the_same(tmp_path):
+    config = WorldConfig(seed=4, size=56)
+    one = write_dataset(tmp_path / "one", videos=3, seconds=4, config=config).parent
+    two = write_dataset(tmp_path / "two", videos=3, seconds=4, config=config, workers=2).parent
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 3 + 3 * 2  # annotations, seeks, manifest; a video and a truth file each
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    with pytest.raises(StreamvlmError, match="workers"):
+        write_dataset(tmp_path / "bad", videos=1, seconds=1, config=config, workers=0)
+
+
 def test_dataset_round_trips(tmp_path):
     config = WorldConfig(seed=3, size=56)
     annotations = write_dataset(tmp_path / "ds", videos=2, seconds=5, config=config)

@@ -11,6 +11,7 @@ Registration only builds parsers; the world, PyAV and tqdm are imported when a c
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import fields
@@ -48,6 +49,12 @@ def register(subparsers) -> None:
         "--text-only",
         action="store_true",
         help="annotations only, no videos: commentary for frame-less training (`text_data`)",
+    )
+    dataset.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes rendering videos side by side (default: one per core; the files are the same)",
     )
     add_world_options(dataset)
     dataset.set_defaults(func=cmd_dataset)
@@ -281,7 +288,13 @@ def cmd_dataset(args) -> int:
     with progress_bar(args.videos * args.seconds, "world dataset") as bar:
         print(
             write_dataset(
-                args.out_dir, args.videos, args.seconds, config, progress=bar, render=not args.text_only
+                args.out_dir,
+                args.videos,
+                args.seconds,
+                config,
+                progress=bar,
+                render=not args.text_only,
+                workers=args.workers,
             )
         )
     return 0

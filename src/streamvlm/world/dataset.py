@@ -21,6 +21,7 @@ the text skills without frames (`TrainConfig.text_data`), and generating one cos
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -90,32 +91,39 @@ def write_dataset(
     config: WorldConfig | None = None,
     progress=None,
     render: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Write `videos` world videos of `seconds` each plus annotations; the annotation file's path.
 
     Video i plays world seed `video_seed(config.seed, i)`. Existing files of the same names are
     replaced. With `render=False` only the annotations are written (the named videos do not exist).
+    `workers` processes render and encode the videos side by side (the files are the same).
     """
     config = config or WorldConfig()
     if videos < 1:
         raise StreamvlmError(f"videos must be >= 1, got {videos}")
     if seconds < 1:
         raise StreamvlmError(f"seconds must be >= 1, got {seconds}")
+    if workers < 1:
+        raise StreamvlmError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
+    jobs = [
+        (out_dir, f"videos/world_{i:04d}.mp4", replace(config, seed=video_seed(config.seed, i)), seconds)
+        for i in range(videos)
+    ]
     offsets, entries = [], []
-    with _open(out_dir / ANNOTATIONS, "wb") as annotations:
-        for index in range(videos):
-            world = World(replace(config, seed=video_seed(config.seed, index)))
-            rel = f"videos/world_{index:04d}.mp4"
-            video = out_dir / rel
-            if render:
-                words = write_world_video(
-                    video, world, seconds, truth=video.with_suffix(".truth.jsonl"), progress=progress
-                )
-            else:
-                words = [w for row in world.rows(seconds) for w in row["words"]]
-                if progress is not None:
-                    progress.update(seconds)
+    with (
+        ProcessPoolExecutor(workers) if render and workers > 1 else nullcontext() as pool,
+        _open(out_dir / ANNOTATIONS, "wb") as annotations,
+    ):
+        if not render:
+            written = ([w for row in World(job[2]).rows(seconds) for w in row["words"]] for job in jobs)
+        else:
+            written = pool.map(_write_video, jobs) if pool is not None else map(_write_video, jobs)
+        for (_, rel, video_config, _), words in zip(jobs, written, strict=True):
+            world = World(video_config)
+            if progress is not None:
+                progress.update(seconds)
             offsets.append(annotations.tell())
             annotations.write((json.dumps(conversation(rel, seconds, world, words)) + "\n").encode())
             entries.append({"video": rel, "seed": world.config.seed, "previous": world.opening_text})
@@ -131,6 +139,13 @@ def write_dataset(
     with _open(out_dir / MANIFEST) as f:
         json.dump(manifest, f, indent=1)
     return out_dir / ANNOTATIONS
+
+
+def _write_video(job: tuple) -> list[list]:
+    """One dataset video with its truth file (a worker's job in `write_dataset`); its words."""
+    out_dir, rel, config, seconds = job
+    video = out_dir / rel
+    return write_world_video(video, World(config), seconds, truth=video.with_suffix(".truth.jsonl"))
 
 
 def _make_parent(path: Path) -> None:

@@ -176,6 +176,7 @@ command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -307,7 +308,8 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         return stats.windows
 
     def make_data():
-        write_dataset(data, recipe.videos, recipe.video_seconds, recipe.world(recipe.dataset_seed))
+        world = recipe.world(recipe.dataset_seed)
+        write_dataset(data, recipe.videos, recipe.video_seconds, world, workers=os.cpu_count() or 1)
         log(f"  {cut(data / 'annotations.jsonl', recipe.stride_s)} windows of {recipe.window_s:.0f} s")
 
     stage("data", data / "chunks_seeks.jsonl", make_data)
