@@ -357,6 +357,8 @@ def test_bad_config_is_a_one_line_error(options):
 
 # -- files ---------------------------------------------------------------------------------------------
 def test_dataset_written_by_several_processes_is_the_same(tmp_path):
+    """Annotations and truth byte for byte; the videos decode to the same frames up to codec noise
+    (x264 need not give the same bytes twice for the same frames, even in one process)."""
     config = WorldConfig(seed=4, size=56)
     one = write_dataset(tmp_path / "one", videos=3, seconds=4, config=config).parent
     two = write_dataset(tmp_path / "two", videos=3, seconds=4, config=config, workers=2).parent
@@ -364,7 +366,13 @@ def test_dataset_written_by_several_processes_is_the_same(tmp_path):
     assert len(files) == 3 + 3 * 2  # annotations, seeks, manifest; a video and a truth file each
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     for name in files:
-        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+        if name.suffix != ".mp4":
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+            continue
+        a, b = ([c.frames for c in VideoFileSource(root / name, fps=2)] for root in (one, two))
+        assert len(a) == len(b) == 4
+        for x, y in zip(a, b, strict=True):
+            assert np.abs(x.astype(int) - y.astype(int)).mean() < 2, name
     with pytest.raises(StreamvlmError, match="workers"):
         write_dataset(tmp_path / "bad", videos=1, seconds=1, config=config, workers=0)
 

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="processes rendering videos side by side (default: one per core; the files are the same)",
+        help="processes rendering videos side by side (default: one per core; the same frames)",
     )
     add_world_options(dataset)
     dataset.set_defaults(func=cmd_dataset)

@@ -97,7 +97,7 @@ def write_dataset(
 
     Video i plays world seed `video_seed(config.seed, i)`. Existing files of the same names are
     replaced. With `render=False` only the annotations are written (the named videos do not exist).
-    `workers` processes render and encode the videos side by side (the files are the same).
+    `workers` processes render and encode the videos side by side (the same frames and annotations).
     """
     config = config or WorldConfig()
     if videos < 1:

@@ -171,24 +171,25 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   of receptions, the other 10 %; all text weights, lr 2e-5): 9001004 / 9001009 / 9001011 / 9001012 /
   9001003 / 9001002 went 33.0 / 66.0 / 100 / 13.5 / 90.9 / 73.9 % (shipped: 33.0 / 53.5 / 91.5 / 13.5
   / 96.0 / 100 %): single slips moved between matches, no fewer of them. Not fixed.
-- why the readout fails there (session 12): what the copy head writes (its value and output
-  projections applied to the layer-2 input at each of the 729 score numbers in 4,000 tokens of plain
-  commentary of fresh matches) is nearly one-dimensional: the mean vectors of "one" and "ten" have cosine 0.99, "two"
-  and "nine" 0.92, "zero" and "eleven" 1.00; nearest-mean decoding names the number in 92 % of
-  cases, its direct logits in 43 %. So the head hands on a code in which those pairs look alike and
-  the later layers tell them apart from context, which a lopsided game misleads (three of the four
-  slips are n said as 11 - n). Teaching the head to say the number (`pointer_readout_weight` 1) did
-  not make the code any richer (same test: 87 % / 51 %) and made the model worse: as a replay phase
-  on layer 2's value and output projections (6 x 600 s, lr 1e-4 or 3e-5 with weight 0.1) 9001004
-  and 9001012 stayed at 32 / 12-14 % and the stepped score fell to 0.98-0.99 (9001002 to 73.9 % at
-  lr 1e-4); in SFT from a fresh warm-up (the whole recipe otherwise as shipped), announced score
-  4.3 / 0.0 / 25.5 % on 9001001-3 with point F1 0.95-0.97 (the held-out 300 s match: 20 %). Off.
+- why the readout fails there (session 12): what the copy head writes (its value and output projections
+  applied to the layer-2 input at each of the 729 score numbers in 4,000 tokens of plain commentary of
+  fresh matches) is nearly one-dimensional: the mean vectors of "one" and "ten" have cosine 0.99, "two"
+  and "nine" 0.92, "zero" and "eleven" 1.00; nearest-mean decoding names the number in 92 % of cases,
+  its direct logits in 43 %. So the head hands on a code in which those pairs look alike and the later
+  layers tell them apart from context, which a lopsided game misleads (three of the four slips are n
+  said as 11 - n). Teaching the head to say the number (`pointer_readout_weight`) did not make the code
+  richer and made the model worse: as a replay phase on layer 2's value and output projections (6 x 600
+  s; weight 1 at lr 1e-4, or 0.1 at 3e-5) 9001004 and 9001012 stayed at 31.9 / 12.2-13.5 % and the
+  stepped score fell to 0.975-0.989 (at lr 1e-4 9001002 fell to 73.9 %); in SFT (weight 1, the whole
+  recipe otherwise as shipped, from a fresh warm-up) the code stayed as flat (87 % / 51 %) and the model
+  scored announced 4.3 / 0.0 / 25.5 % on 9001001-3 with point F1 0.95-0.97 (held-out 300 s match: 20 %).
+  Off.
 - SFT speed (session 12): a right-padded batch without its padding mask (SDPA's causal kernel; the
-  padding comes after every real token, so the logits are the same), the pointer loss computed only
-  at the rows that have a target, and the data worker at nice 19 (`loader_nice`) took the SFT step
-  from 1.22 to 1.06 s (2,000 steps: 40.7 -> 35.3 min; the same 11 batches in one process: 0.90 ->
-  0.68 s). The worker still costs ~0.2 s a step: with every window rendered before the run the step
-  is 0.82 s.
+  padding comes after every real token, so the logits are the same), the pointer loss computed only at
+  the rows that have a target, and the data worker at nice 19 (`loader_nice`) took the SFT step from
+  1.22 to 1.06 s (2,000 steps: 40.7 -> 35.3 min, in the run with the readout loss above; the same 11
+  batches in one process: 0.90 -> 0.68 s). The worker still costs ~0.2 s a step: with every window
+  rendered before the run the step is 0.82 s.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
