@@ -290,7 +290,8 @@ class StreamDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         if self.worker_nice and torch.utils.data.get_worker_info() is not None:
-            os.nice(self.worker_nice)  # the worker's own copy of the dataset: once per process
+            if hasattr(os, "nice"):  # (not on Windows)
+                os.nice(self.worker_nice)  # the worker's own copy of the dataset: once per process
             self.worker_nice = 0
         path, offset, always_text = self.handles[index]
         text_only, time_shift = window_draws(index, self.options)
