@@ -359,9 +359,20 @@ def test_bad_config_is_a_one_line_error(options):
 def test_dataset_written_by_several_processes_is_the_same(tmp_path):
     """Annotations and truth byte for byte; the videos decode to the same frames up to codec noise
     (x264 need not give the same bytes twice for the same frames, even in one process)."""
+
+    class Bar:
+        def __init__(self):
+            self.updates = []
+
+        def update(self, n):
+            self.updates.append(n)
+
     config = WorldConfig(seed=4, size=56)
-    one = write_dataset(tmp_path / "one", videos=3, seconds=4, config=config).parent
-    two = write_dataset(tmp_path / "two", videos=3, seconds=4, config=config, workers=2).parent
+    bars = Bar(), Bar()
+    one = write_dataset(tmp_path / "one", videos=3, seconds=4, config=config, progress=bars[0]).parent
+    two = write_dataset(tmp_path / "two", videos=3, seconds=4, config=config, workers=2, progress=bars[1])
+    two = two.parent
+    assert bars[0].updates == [1] * 12 and bars[1].updates == [4] * 3  # by second here, by video there
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     assert len(files) == 3 + 3 * 2  # annotations, seeks, manifest; a video and a truth file each
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())

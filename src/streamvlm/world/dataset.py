@@ -118,11 +118,13 @@ def write_dataset(
     ):
         if not render:
             written = ([w for row in World(job[2]).rows(seconds) for w in row["words"]] for job in jobs)
-        else:
-            written = pool.map(_write_video, jobs) if pool is not None else map(_write_video, jobs)
+        elif pool is not None:
+            written = pool.map(_write_video, jobs)
+        else:  # in this process: the bar moves second by second
+            written = (_write_video(job, progress) for job in jobs)
         for (_, rel, video_config, _), words in zip(jobs, written, strict=True):
             world = World(video_config)
-            if progress is not None:
+            if progress is not None and (pool is not None or not render):
                 progress.update(seconds)
             offsets.append(annotations.tell())
             annotations.write((json.dumps(conversation(rel, seconds, world, words)) + "\n").encode())
@@ -141,11 +143,12 @@ def write_dataset(
     return out_dir / ANNOTATIONS
 
 
-def _write_video(job: tuple) -> list[list]:
-    """One dataset video with its truth file (a worker's job in `write_dataset`); its words."""
+def _write_video(job: tuple, progress=None) -> list[list]:
+    """One dataset video with its truth file (a job of `write_dataset`); its words."""
     out_dir, rel, config, seconds = job
     video = out_dir / rel
-    return write_world_video(video, World(config), seconds, truth=video.with_suffix(".truth.jsonl"))
+    truth = video.with_suffix(".truth.jsonl")
+    return write_world_video(video, World(config), seconds, truth=truth, progress=progress)
 
 
 def _make_parent(path: Path) -> None:
