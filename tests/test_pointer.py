@@ -1,6 +1,7 @@
 """Pointer supervision: its targets, its loss against eager attention, and a training run with it."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -91,12 +92,14 @@ def test_trainer_adds_the_weighted_pointer_loss(tiny_dir, chunks):  # noqa: F811
     assert batch["pointer_targets"].shape == (2, 1, batch["input_ids"].shape[1])
     assert (batch["pointer_targets"] >= 0).any()
     model = loaded.model
-    plain = StreamTrainer.compute_loss(SimpleNamespace(pointer=None, readout=None), model, dict(batch))
+    plain = StreamTrainer.compute_loss(
+        SimpleNamespace(pointer=None, readout=None, code=None), model, dict(batch)
+    )
     pointer.enable(model)
     model.train()
     with torch.no_grad():
         weighted = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(1, (0,), 2.0), readout=None), model, dict(batch)
+            SimpleNamespace(pointer=(1, (0,), 2.0), readout=None, code=None), model, dict(batch)
         )
     extra = pointer.loss()
     model.eval()
@@ -210,10 +213,10 @@ def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
     model.train()
     with torch.no_grad():
         one = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=None), model, dict(batch)
+            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=None, code=None), model, dict(batch)
         )
         both = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=(3.0, False)), model, dict(batch)
+            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=(3.0, False), code=None), model, dict(batch)
         )
         with pointer.supervise(batch["pointer_targets"], 0, (0, 2), write=True):
             hidden = model(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[1]
@@ -222,6 +225,72 @@ def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
     pointer.disable(model)
     assert readout > 0
     assert torch.allclose(both, one + 3.0 * readout, atol=1e-4)
+
+
+def test_code_loss_is_the_supervised_contrastive_loss_of_what_the_heads_write():
+    torch.manual_seed(0)
+    written = [torch.randn(2, 6, 8, requires_grad=True), torch.randn(2, 6, 8)]
+    mask = torch.zeros(2, 2, 5, dtype=torch.bool)
+    mask[0, 0, [0, 2, 4]] = mask[1, 0, [1, 3]] = True  # head 0: five copies; head 1: none
+    following = torch.tensor([[7, 0, 8, 0, 7], [0, 8, 0, 9, 0]])
+    loss = pointer.code_loss(written, following, mask, temperature=0.5)
+    # by hand: anchors in batch order (mask position j: what the heads wrote at j, followed by
+    # following[j]), labels 7 8 7 8 9; the 9 has no partner and is no anchor
+    vectors = [written[0][0, 0], written[0][0, 2], written[0][0, 4], written[0][1, 1], written[0][1, 3]]
+    labels = [7, 8, 7, 8, 9]
+
+    def cos(a, b):
+        return float((a @ b / (a.norm() * b.norm())).detach())
+
+    per_anchor = []
+    for i in range(5):
+        partners = [j for j in range(5) if j != i and labels[j] == labels[i]]
+        if partners:
+            others = sum(math.exp(cos(vectors[i], vectors[k]) / 0.5) for k in range(5) if k != i)
+            per_anchor.append(
+                -sum(cos(vectors[i], vectors[j]) / 0.5 - math.log(others) for j in partners) / len(partners)
+            )
+    assert len(per_anchor) == 4
+    assert abs(float(loss.detach()) - sum(per_anchor) / 4) < 1e-5
+    scaled = [w * 10 for w in written]  # scale-free
+    assert torch.allclose(pointer.code_loss(scaled, following, mask, temperature=0.5), loss, atol=1e-5)
+    loss.backward()
+    assert written[0].grad[0, 0].abs().sum() > 0 and not written[0].grad[0, 1].any()
+    apart = torch.zeros(2, 6, 8)  # each number its own direction: near zero
+    for b, j in ((0, 0), (0, 2), (0, 4), (1, 1), (1, 3)):
+        apart[b, j, int(following[b, j]) - 6] = 1.0
+    assert pointer.code_loss([apart], following, mask[:, :1], temperature=0.05) < 1e-6 < float(loss)
+    assert pointer.code_loss(written, following, torch.zeros_like(mask)) is None
+
+
+def test_trainer_adds_the_weighted_code_loss(tiny_dir):
+    loaded = load_model(str(tiny_dir))
+    pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 4", " Red", " 5"]
+    ids, last = _encode(loaded.tokenizer, pieces)
+    labels = ids.clone()
+    labels[: last[4] + 1] = -100
+    targets = pointer_targets(ids, loaded.tokenizer, ["Red", "Blue"], copy=True)
+    batch = {  # the same window twice: each copied number has a partner in the batch
+        "input_ids": ids[None].repeat(2, 1),
+        "labels": labels[None].repeat(2, 1),
+        "loss_weights": (labels >= 0).float()[None].repeat(2, 1),
+        "pointer_targets": targets[None].repeat(2, 1, 1),
+    }
+    model = loaded.model
+    pointer.enable(model)
+    model.train()
+    settings = {"pointer": (0, (0,), 1.0), "readout": None}
+    with torch.no_grad():
+        one = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=None), model, dict(batch))
+        both = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=(2.0, True)), model, dict(batch))
+        with pointer.supervise(batch["pointer_targets"], 0, (0,), write=True):
+            model(input_ids=batch["input_ids"])
+        mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], True)
+        code = pointer.code_loss(pointer.written(), batch["labels"][:, 1:], mask)
+    model.eval()
+    pointer.disable(model)
+    assert mask.sum() == 4 and code > 0
+    assert torch.allclose(both, one + 2.0 * code, atol=1e-4)
 
 
 def test_training_with_pointer_supervision_runs_and_saves_a_plain_model(tmp_path, tiny_dir, chunks):  # noqa: F811
@@ -233,6 +302,7 @@ def test_training_with_pointer_supervision_runs_and_saves_a_plain_model(tmp_path
         pointer_words=["Red", "Blue"],
         pointer_layer=1,
         pointer_readout_weight=1.0,
+        pointer_code_weight=1.0,
     )
     assert main(["train", str(config)]) == 0
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
@@ -245,3 +315,5 @@ def test_training_with_pointer_supervision_runs_and_saves_a_plain_model(tmp_path
     assert main(["train", str(layer)]) != 0  # the tiny model has 2 layers
     readout = write_config(tmp_path / "r.yaml", tiny_dir, chunks, pointer_readout_weight=1.0)
     assert main(["train", str(readout)]) != 0  # a readout needs pointer words
+    code = write_config(tmp_path / "k.yaml", tiny_dir, chunks, pointer_code_weight=1.0)
+    assert main(["train", str(code)]) != 0  # so does a code loss

@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 from test_data import word_stream
 
 from streamvlm.cli import main
-from streamvlm.data.formats import StreamRecord, write_annotations
+from streamvlm.data.formats import DataError, StreamRecord, write_annotations
 from streamvlm.data.sample import RenderOptions, StreamDataset, collate
 from streamvlm.sources import synthetic_frames, write_video
+from streamvlm.train import features
 from streamvlm.train.config import load_config
 from streamvlm.train.trainer import StreamTrainer, right_padded
 
@@ -115,6 +116,76 @@ def test_loader_workers_run_at_the_asked_niceness(tiny, chunks):
     loader = torch.utils.data.DataLoader(dataset, num_workers=1, batch_size=None)
     assert list(loader)[:3] == [min(before + 7, 19)] * 3
     assert os.nice(0) == before
+
+
+def test_stored_vision_features_give_the_loss_of_decoded_frames(tiny, chunks, tmp_path):
+    """`vision_cache`: the tower's output stored once per second of video, read back for each window,
+    gives the same sample tokens and the same loss as decoding the frames and running the tower."""
+    decoded = StreamDataset([chunks], tiny, RenderOptions())
+    stored = StreamDataset([chunks], tiny, RenderOptions())
+    assert stored.videos == [chunks.parent / "videos" / "a.mp4"]
+    stored.use_features(features.build(tiny.model, tiny.processor, stored.videos, tmp_path / "f", 2, None))
+    for index in (0, 3):  # windows from 0 s and from 9 s
+        a, b = decoded[index], stored[index]
+        assert "pixel_values_videos" in a and "pixel_values_videos" not in b
+        for key in ("input_ids", "position_ids", "labels", "video_grid_thw"):
+            assert torch.equal(a[key], b[key]), key
+        with torch.no_grad():  # the tower on the decoded frames: what the stored features must be
+            tower = tiny.model.model.get_video_features(a["pixel_values_videos"], a["video_grid_thw"])
+        assert torch.allclose(torch.cat(tower.pooler_output), b["video_embeds"], atol=1e-5)
+    batch = [decoded[0], decoded[3]], [stored[0], stored[3]]
+    with torch.no_grad():
+        losses = [StreamTrainer.compute_loss(NO_POINTER, tiny.model, collate(b, pad_id=0)) for b in batch]
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+
+
+def test_stored_vision_features_are_reused_renewed_and_checked(tiny, chunks, tmp_path):
+    dataset = StreamDataset([chunks], tiny, RenderOptions())
+    root = tmp_path / "f"
+    store = features.build(tiny.model, tiny.processor, dataset.videos, root, 2, None, workers=0)
+    file = store.file(dataset.videos[0])
+    first, before = file.stat().st_mtime_ns, load_file(file)["embeds"]
+    features.build(tiny.model, tiny.processor, dataset.videos, root, 2, None)
+    assert file.stat().st_mtime_ns == first  # same tower: nothing computed again
+    visual = tiny.model.model.visual
+    weight = next(visual.parameters())
+    with torch.no_grad():
+        weight.add_(0.01)
+    try:  # another tower: computed again, and different
+        features.build(tiny.model, tiny.processor, dataset.videos, root, 2, None)
+    finally:
+        with torch.no_grad():
+            weight.sub_(0.01)
+    assert file.stat().st_mtime_ns != first
+    assert not torch.allclose(load_file(file)["embeds"], before, atol=1e-4)
+    with pytest.raises(DataError, match="asks for 38-42 s"):
+        store.window(dataset.videos[0], 38.0, 4)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not ours to fill"):
+        features.build(tiny.model, tiny.processor, dataset.videos, tmp_path / "other", 2, None)
+    off = StreamRecord("videos/a.mp4", 0.5, 6.5, query="q", previous="", words=word_stream(6))
+    write_annotations([off], chunks.parent / "off.jsonl")
+    with pytest.raises(DataError, match="start on a whole second"):
+        StreamDataset([chunks.parent / "off.jsonl"], tiny, RenderOptions()).use_features(store)
+
+
+def test_run_with_stored_vision_features(tmp_path, tiny_dir, chunks):
+    """`vision_cache` end to end: bf16 autocast, a loader worker; the features are made once and reused."""
+    config = write_config(
+        tmp_path / "c.yaml",
+        tiny_dir,
+        chunks,
+        max_steps=2,
+        bf16=True,
+        num_workers=1,
+        vision_cache=str(tmp_path / "features"),
+    )
+    assert main(["train", str(config)]) == 0
+    stored = list((tmp_path / "features").glob("*.safetensors"))
+    assert len(stored) == 1 and load_file(stored[0])["embeds"].dtype == torch.bfloat16
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert main(["train", str(config), "freeze_vision=false"]) == 2  # a learning tower: refused
 
 
 def test_short_run_learns_and_writes_a_loadable_checkpoint(tmp_path, tiny_dir, chunks):

@@ -24,6 +24,8 @@ from ..words import NUMBER_WORDS
 from .formats import DataError, StreamRecord, read_line, read_seeks
 
 IGNORE = -100
+#: A sample's frames: as pixels, or (with vision features) as the vision tower's output
+VISION_KEYS = ("pixel_values_videos", "video_embeds")
 log = logging.getLogger(__name__)
 
 
@@ -72,20 +74,27 @@ def render_layout(
     options: RenderOptions,
     text_only: bool = False,
     time_shift: int = 0,
+    features=None,
 ):
-    """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw).
-    `time_shift` seconds are added to the time labels of the user turns."""
+    """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw), or with
+    `features` (`train.features.VisionFeatures`) its per-second (vision features, grid_thw) read from
+    there. `time_shift` seconds are added to the time labels of the user turns."""
     layout = Layout()
     layout.extend(renderer.prefix(record.query or None, record.previous))
     layout.trim_memory(options.text_sink, options.text_window)
     layout.commit()
     texts = record.second_texts()
-    if text_only:
+    if text_only or features is not None:
+        vision, offsets = [], None
+        if not text_only:
+            embeds, grid = features.window(record.video_path(), record.video_start, len(texts))
+            offsets = loaded.family.vision_offsets(loaded.config, grid, options.fps)
+            vision = [(e, grid) for e in embeds]
         for k, text in enumerate(texts):
             start = record.video_start + k + time_shift
-            layout.extend(renderer.round(k, start, start + 1, None))
+            layout.extend(renderer.round(k, start, start + 1, offsets))
             layout.extend(renderer.reply(k, text))
-        return layout, []
+        return layout, vision
     source = VideoFileSource(
         record.video_path(), fps=options.fps, start=record.video_start, seconds=record.seconds
     )
@@ -136,8 +145,11 @@ def render_sample(
     options: RenderOptions,
     text_only: bool = False,
     time_shift: int = 0,
+    features=None,
 ) -> dict:
-    layout, vision = render_layout(record, loaded, renderer, options, text_only, time_shift)
+    """A window as the model is trained on it; with `features`, its frames come as vision features
+    (`video_embeds`, the tower's output) instead of `pixel_values_videos`."""
+    layout, vision = render_layout(record, loaded, renderer, options, text_only, time_shift, features)
     ids = layout.token_ids()
     mask = label_mask(layout.spans, renderer)
     is_number = number_tokens(loaded.tokenizer)[ids]
@@ -152,7 +164,7 @@ def render_sample(
         "position_ids": layout.positions(),
         "labels": torch.where(mask, ids, IGNORE),
         "loss_weights": weights,
-        "pixel_values_videos": torch.cat([p for p, _ in vision]) if vision else None,
+        VISION_KEYS[features is not None]: torch.cat([p for p, _ in vision]) if vision else None,
         "video_grid_thw": torch.stack([g for _, g in vision]) if vision else None,
     }
     if options.streaming_mask:
@@ -232,6 +244,7 @@ class StreamDataset(torch.utils.data.Dataset):
     At construction every record is checked (video present, window inside the video): a bad one
     raises `DataError`, or with `skip_bad` is left out, counted in `self.skipped` and logged. The
     windows of `text_paths` are always rendered without frames: their videos are never opened.
+    After `use_features`, frames come as the vision tower's stored output instead of from the videos.
     """
 
     def __init__(
@@ -251,6 +264,8 @@ class StreamDataset(torch.utils.data.Dataset):
         )
         self.handles: list[tuple[Path, int, bool]] = []  # (file, offset, always text-only)
         self.skipped: list[str] = []
+        self.features = None  # `use_features`
+        self.off_second: list[str] = []  # windows with frames that start between two whole seconds
         durations: dict[Path, float | None] = {}
         sources = [(Path(p), False) for p in annotation_paths] + [(Path(p), True) for p in text_paths]
         for path, text_only in sources:
@@ -259,6 +274,8 @@ class StreamDataset(torch.utils.data.Dataset):
                     record = read_line(path, offset)
                     if not text_only:
                         self._check_video(record, durations)
+                        if abs(record.video_start - round(record.video_start)) > 1e-6:
+                            self.off_second.append(record.where)
                 except Exception as exc:
                     if not skip_bad:
                         raise (
@@ -272,6 +289,17 @@ class StreamDataset(torch.utils.data.Dataset):
         if not self.handles:
             names = [str(p) for p, _ in sources]
             raise DataError(f"no usable samples in {', '.join(names)}")
+        self.videos = sorted(durations)  # the videos whose frames the windows show
+
+    def use_features(self, features) -> None:
+        """From now on, read every window's frames as stored vision features (`train.features`,
+        which hold whole seconds: every window with frames must start on one)."""
+        if self.off_second:
+            more = f" (and {len(self.off_second) - 1} more)" if len(self.off_second) > 1 else ""
+            raise DataError(
+                f"vision features need windows that start on a whole second: {self.off_second[0]}{more}"
+            )
+        self.features = features
 
     @staticmethod
     def _check_video(record: StreamRecord, durations: dict[Path, float | None]) -> None:
@@ -296,8 +324,9 @@ class StreamDataset(torch.utils.data.Dataset):
         path, offset, always_text = self.handles[index]
         text_only, time_shift = window_draws(index, self.options)
         record = read_line(path, offset)
+        text_only = text_only or always_text
         return render_sample(
-            record, self.loaded, self.renderer, self.options, text_only or always_text, time_shift
+            record, self.loaded, self.renderer, self.options, text_only, time_shift, self.features
         )
 
 
@@ -344,8 +373,10 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         for i, s in enumerate(samples):
             targets[i, :, : s["pointer_targets"].shape[1]] = s["pointer_targets"]
         batch["pointer_targets"] = targets
-    vision = [s for s in samples if s["pixel_values_videos"] is not None]
+    vision = [s for s in samples if s["video_grid_thw"] is not None]
     if vision:  # text-only samples contribute no frames
-        batch["pixel_values_videos"] = torch.cat([s["pixel_values_videos"] for s in vision])
+        for key in VISION_KEYS:
+            if key in vision[0]:
+                batch[key] = torch.cat([s[key] for s in vision])
         batch["video_grid_thw"] = torch.cat([s["video_grid_thw"] for s in vision])
     return batch

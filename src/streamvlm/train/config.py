@@ -58,6 +58,9 @@ class TrainConfig:
     #: weight of reading the copied number off what the supervised heads write (their direct effect
     #: on the logits, `train.pointer.readout_loss`); 0 = off
     pointer_readout_weight: float = 0.0
+    #: weight of telling the copied numbers apart by the direction of what those heads write (a
+    #: supervised contrastive loss, `train.pointer.code_loss`); 0 = off
+    pointer_code_weight: float = 0.0
     skip_bad: bool = False  # skip and count bad samples instead of stopping
     # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)
     learning_rate: float = 1e-5
@@ -72,6 +75,11 @@ class TrainConfig:
     bf16: bool | str = "auto"  # "auto": on CUDA with bf16 support, and on CPU
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
+    #: Directory for the frozen vision tower's output per second of every training video
+    #: (`train.features`): computed once at the start (or reused), then read in place of decoding
+    #: frames and running the tower at each step. Needs `freeze_vision` and windows that start on a
+    #: whole second (make-chunks with a whole-second stride). None: frames decoded at every step.
+    vision_cache: str | None = None
     lora: LoraOptions | None = None
     # bookkeeping
     seed: int = 42
@@ -110,16 +118,21 @@ class TrainConfig:
                 StreamingPolicy(self.vision_window, self.text_rounds, self.text_sink, self.text_window)
             except ValueError as exc:
                 raise StreamvlmError(f"train: {exc}") from exc
+        if self.vision_cache and not self.freeze_vision:
+            raise StreamvlmError("train: vision_cache needs freeze_vision (a learning tower changes)")
         if self.pointer_words and self.gradient_checkpointing:
             raise StreamvlmError("train: pointer supervision needs gradient_checkpointing off")
         if self.pointer_words and self.pointer_weight <= 0:
             raise StreamvlmError(f"train: pointer_weight must be > 0, got {self.pointer_weight}")
-        if self.pointer_readout_weight < 0:
+        for key in ("pointer_readout_weight", "pointer_code_weight"):
+            if getattr(self, key) < 0:
+                raise StreamvlmError(f"train: {key} must be >= 0, got {getattr(self, key)}")
+        if (
+            self.pointer_readout_weight or self.pointer_code_weight or self.pointer_copy_head
+        ) and not self.pointer_words:
             raise StreamvlmError(
-                f"train: pointer_readout_weight must be >= 0, got {self.pointer_readout_weight}"
+                "train: pointer_readout_weight, pointer_code_weight and pointer_copy_head need pointer_words"
             )
-        if (self.pointer_readout_weight or self.pointer_copy_head) and not self.pointer_words:
-            raise StreamvlmError("train: pointer_readout_weight and pointer_copy_head need pointer_words")
         if self.text_only_labels not in ("all", "numbers"):
             raise StreamvlmError(
                 f"train: text_only_labels must be 'all' or 'numbers', not {self.text_only_labels!r}"

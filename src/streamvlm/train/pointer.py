@@ -16,7 +16,10 @@ Two variants, both off by default:
 - a readout loss (`readout_loss`): what the supervised heads write into the residual stream (their
   attention output through their slice of `o_proj`), read through the model's final norm and output
   head (held fixed), must name the copied number. Finding the number is not enough if the layers
-  after the heads ignore what they bring; this asks the heads to say it.
+  after the heads ignore what they bring; this asks the heads to say it;
+- a code loss (`code_loss`): what the heads write must tell every copied number apart by its
+  direction alone (a supervised contrastive loss over the batch), without asking it to be a logit.
+  In the world model the copy head hands on a nearly one-dimensional code (n and 11 - n alike).
 
 The hook is the public one `transformers` has for this, an attention function registered with
 `AttentionInterface`: it runs the stock SDPA attention and, in the supervised layer, recomputes the
@@ -143,6 +146,30 @@ def written() -> list[torch.Tensor]:
     with `supervise(..., write=True)`: one (batch, n, hidden) tensor per head, zero at the positions
     where the head was not told where to look (only those are computed)."""
     return _state["written"]
+
+
+def code_loss(written: list[torch.Tensor], following, mask, temperature: float = 0.1):
+    """Supervised contrastive loss (Khosla et al. 2020) on what the supervised heads wrote at the
+    positions of `mask` (`copy_positions`), labelled by the number that follows: over the batch, each
+    such vector must be nearer in direction (cosine / `temperature`) to those of the same number than
+    to the others. Scale-free: the code must separate the numbers, the layers after it decide how to
+    read it. None where no position has another of its number in the batch."""
+    losses = []
+    for i, contribution in enumerate(written):
+        m = mask[:, i]
+        z = torch.nn.functional.normalize(contribution[:, :-1][m].float(), dim=-1)
+        labels = following[m]
+        if len(labels) < 2:
+            continue
+        eye = torch.eye(len(labels), dtype=torch.bool, device=z.device)
+        logp = (z @ z.T / temperature).masked_fill(eye, float("-inf")).log_softmax(-1)
+        positive = (labels[:, None] == labels[None]) & ~eye
+        anchors = positive.any(-1)
+        if not anchors.any():
+            continue
+        mean = logp.masked_fill(~positive, 0.0).sum(-1)[anchors] / positive.sum(-1)[anchors]
+        losses.append(-mean)
+    return torch.cat(losses).mean() if losses else None
 
 
 def readout_loss(model, written: list[torch.Tensor], hidden: torch.Tensor, following, mask):

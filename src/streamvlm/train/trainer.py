@@ -6,7 +6,8 @@ each round), positions of the final sequence, loss on assistant turns only
 `logits_to_keep`), which keeps memory flat for a 150 k vocabulary. The HF `Trainer` brings the
 progress bar, checkpoints, exact resume (optimizer, scheduler, RNG, data position), gradient
 checkpointing, bf16, and multi-process training through `accelerate launch` / `torchrun`
-(DDP, FSDP or DeepSpeed ZeRO-3 from the config).
+(DDP, FSDP or DeepSpeed ZeRO-3 from the config). With a frozen tower, `vision_cache` computes its
+output once per second of video (`train.features`) and the steps read it instead of frames.
 """
 
 import json
@@ -18,12 +19,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data.sample import IGNORE, RenderOptions, StreamDataset, collate
 from ..errors import StreamvlmError
 from ..models.load import load_model
-from . import pointer
+from . import features, pointer
 from .compat import load_full_checkpoint_weights
 from .config import TrainConfig
 
@@ -35,6 +37,8 @@ class StreamTrainer(Trainer):
     pointer: tuple[int, tuple[int, ...], float] | None = None
     #: (weight, one copy head?) of the copied numbers' readout (`pointer.readout_loss`), or None
     readout: tuple[float, bool] | None = None
+    #: (weight, one copy head?) of the copied numbers' code (`pointer.code_loss`), or None
+    code: tuple[float, bool] | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -42,25 +46,32 @@ class StreamTrainer(Trainer):
             inputs.pop("attention_mask")  # without a mask SDPA takes its faster causal kernel
         weights = inputs.pop("loss_weights")
         pointer_targets = inputs.pop("pointer_targets", None)
+        if "video_embeds" in inputs:  # stored vision features (`train.features`): the tower's output
+            pooled = (inputs.pop("video_embeds"),)
+            inputs["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=pooled)}
         targets = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE  # predict token p+1 from position p
         extra = []  # weighted auxiliary losses
         if self.pointer is not None and pointer_targets is not None and model.training:
             layer, heads, pointer_weight = self.pointer
-            with pointer.supervise(pointer_targets, layer, heads, write=bool(self.readout)):
+            write = bool(self.readout or self.code)
+            with pointer.supervise(pointer_targets, layer, heads, write=write):
                 outputs = model(
                     **inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=bool(self.readout)
                 )
             if pointer.loss() is not None:
                 extra.append(pointer_weight * pointer.loss())
-            if self.readout:
-                readout_weight, copy_head = self.readout
+            if write:
+                copy_head = (self.readout or self.code)[1]
                 mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, copy_head)
+            if self.readout:
                 hidden = outputs.hidden_states[layer + 1]
                 readout = pointer.readout_loss(model, pointer.written(), hidden, targets, mask)
                 if readout is not None:
-                    extra.append(readout_weight * readout)
+                    extra.append(self.readout[0] * readout)
+            if self.code and (code := pointer.code_loss(pointer.written(), targets, mask)) is not None:
+                extra.append(self.code[0] * code)
         else:
             outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
         selected = targets != IGNORE
@@ -227,6 +238,12 @@ def train(config: TrainConfig) -> dict:
         fsdp_config=config.fsdp_config,
         ddp_backend="gloo" if distributed_cpu(config) else None,
     )
+    if config.vision_cache:
+        with args.main_process_first(desc="vision features"):
+            stored = build_features(config, loaded, train_set, eval_set, args.device)
+        for dataset in (train_set, eval_set):
+            if dataset is not None:
+                dataset.use_features(stored)
     callbacks = [LossPlot(out)] + ([SyncLog(out)] if config.sync_log else [])
     trainer = StreamTrainer(
         model=model,
@@ -247,6 +264,8 @@ def train(config: TrainConfig) -> dict:
         trainer.pointer = (config.pointer_layer, heads, config.pointer_weight)
         if config.pointer_readout_weight:
             trainer.readout = (config.pointer_readout_weight, config.pointer_copy_head)
+        if config.pointer_code_weight:
+            trainer.code = (config.pointer_code_weight, config.pointer_copy_head)
         pointer.enable(model)
     resume = resolve_resume(config.resume, out)
     if resume:
@@ -264,6 +283,21 @@ def train(config: TrainConfig) -> dict:
         plot_losses(trainer.state.log_history, out / "loss.png")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def build_features(config: TrainConfig, loaded, train_set, eval_set, device):
+    """The stored vision features of every video the datasets show (`train.features`), made on the
+    run's device under the autocast the steps use."""
+    visual = loaded.model.model.visual
+    videos = train_set.videos + (eval_set.videos if eval_set is not None else [])
+    dtype = torch.bfloat16 if use_bf16(config) else None
+    home = next(visual.parameters()).device
+    visual.to(device)
+    try:
+        root = Path(config.vision_cache)
+        return features.build(loaded.model, loaded.processor, videos, root, config.fps, dtype)
+    finally:
+        visual.to(home)  # the trainer places the whole model
 
 
 def distributed_cpu(config: TrainConfig) -> bool:

@@ -156,6 +156,13 @@ def register(subparsers) -> None:
         "through the output head (%(default)s: off)",
     )
     model.add_argument(
+        "--pointer-code-weight",
+        type=float,
+        default=d.pointer_code_weight,
+        help="with --pointer-supervision: weight of a loss asking what those heads write to tell every "
+        "copied number apart by its direction (%(default)s: off)",
+    )
+    model.add_argument(
         "--streaming-mask",
         action=on_off,
         default=d.streaming_mask,
