@@ -194,12 +194,18 @@ def test_heads_write_what_eager_attention_adds_and_the_readout_is_its_direct_log
     assert pointer.readout_loss(model, written, hidden, following, torch.zeros_like(mask)) is None
 
 
-def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
+def _scores_window(tiny_dir):
+    """The tiny model, and a reply copying two scores (" Red 3 Blue 4") after a context that said them."""
     loaded = load_model(str(tiny_dir))
     pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 4", " Red", " 5"]
     ids, last = _encode(loaded.tokenizer, pieces)
     labels = ids.clone()
-    labels[: last[4] + 1] = -100
+    labels[: last[4] + 1] = -100  # the first score is context, not a reply
+    return loaded, ids, labels
+
+
+def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
+    loaded, ids, labels = _scores_window(tiny_dir)
     batch = {
         "input_ids": ids[None],
         "labels": labels[None],
@@ -264,11 +270,7 @@ def test_code_loss_is_the_supervised_contrastive_loss_of_what_the_heads_write():
 
 
 def test_trainer_adds_the_weighted_code_loss(tiny_dir):
-    loaded = load_model(str(tiny_dir))
-    pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 4", " Red", " 5"]
-    ids, last = _encode(loaded.tokenizer, pieces)
-    labels = ids.clone()
-    labels[: last[4] + 1] = -100
+    loaded, ids, labels = _scores_window(tiny_dir)
     targets = pointer_targets(ids, loaded.tokenizer, ["Red", "Blue"], copy=True)
     batch = {  # the same window twice: each copied number has a partner in the batch
         "input_ids": ids[None].repeat(2, 1),

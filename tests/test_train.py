@@ -171,7 +171,7 @@ def test_stored_vision_features_are_reused_renewed_and_checked(tiny, chunks, tmp
 
 
 def test_run_with_stored_vision_features(tmp_path, tiny_dir, chunks):
-    """`vision_cache` end to end: bf16 autocast, a loader worker; the features are made once and reused."""
+    """`vision_cache` end to end (bf16 autocast, a loader worker); a learning tower is refused."""
     config = write_config(
         tmp_path / "c.yaml",
         tiny_dir,
