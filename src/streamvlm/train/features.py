@@ -2,11 +2,11 @@
 
 With `freeze_vision` the tower never changes during SFT, yet every step would decode its windows'
 frames and run the tower on them again (the world recipe: 2,000 steps over 80 videos read each
-second ~8 times). `build` decodes each video once and stores, per whole second, the merged vision
-tokens the language model receives (`get_video_features`), under the autocast the trainer uses;
-training then hands them to the model as `mm_encoder_outputs`, the input transformers has for
-precomputed encoder outputs. The numbers are those the tower would give in the step (a test
-compares the loss).
+second ~8 times). `build` decodes each video once (in worker processes; the resize and patchify
+are most of the cost) and stores, per whole second, the merged vision tokens the language model
+receives (`get_video_features`), under the autocast the trainer uses; training then hands them to
+the model as `mm_encoder_outputs`, the input transformers has for precomputed encoder outputs. The
+numbers are those the tower would give in the step (a test compares the loss).
 
 On disk (`vision_cache` dir): one safetensors file per video (`embeds`: (seconds, tokens, hidden),
 `grid`: (3,) for one second), named by the video's path, size and modification time, and

@@ -212,6 +212,12 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   run 78.5 %, the shipped model 81.9 %), point F1 0.986-1.000. So one run of the recipe differs from
   the next by tens of points on most seeds; the shipped model is its best draw so far, and the two
   single runs cannot say whether the code loss helps. Off (the defaults stay the shipped model's).
+  Much of that spread is the calls phase alone: run 2's copy-phase model given the calls phase on 16
+  other matches (`streamvlm world replay --phase calls --seed 7100200`) said 70.1 / 51.1 / 84.7 / 14.3
+  / 100 / 70.2 / 90.9 / 92.9 / 100 / 35.9 / 79.3 / 95.9 % (5 of 12, mean 73.8 %): single seeds moved by
+  up to 80 points (9001008: 5.1 -> 92.9 %, 9001002: 86.4 -> 51.1 %). Each failure is one slip carried
+  on, so which seeds fail is close to a lottery over the weights; comparing variants needs several
+  runs, or many more seeds.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
