@@ -95,15 +95,12 @@ def render_layout(
             layout.extend(renderer.round(k, start, start + 1, offsets))
             layout.extend(renderer.reply(k, text))
         return layout, vision
-    source = VideoFileSource(
-        record.video_path(), fps=options.fps, start=record.video_start, seconds=record.seconds
+    source = video_pixels(
+        record.video_path(), loaded.processor, options.fps, record.video_start, record.seconds
     )
-    vision, size = [], None
+    vision = []
     try:
-        for k, (chunk, text) in enumerate(zip(source, texts, strict=False)):
-            if size is None:
-                size = loaded.processor.target_size(chunk.frames.shape[1], chunk.frames.shape[2])
-            pixels, grid = loaded.processor(chunk.frames, size=size)
+        for k, ((chunk, pixels, grid), text) in enumerate(zip(source, texts, strict=False)):
             offsets = loaded.family.vision_offsets(loaded.config, grid, options.fps)
             layout.extend(renderer.round(k, chunk.start + time_shift, chunk.end + time_shift, offsets))
             layout.extend(renderer.reply(k, text))
@@ -113,6 +110,17 @@ def render_layout(
     except Exception as exc:  # SourceError and friends: name the sample
         raise DataError(f"{record.where}: {exc}") from exc
     return layout, vision
+
+
+def video_pixels(video: Path, processor, fps: int, start: float = 0.0, seconds: int | None = None):
+    """Per whole second of `video` from `start` (`seconds` of them, or to its end): (chunk,
+    pixel_values, grid_thw), every second at the size the processor picks for the first. What a
+    window's frames become, here and in the stored vision features (`train.features`)."""
+    size = None
+    for chunk in VideoFileSource(video, fps=fps, start=start, seconds=seconds):
+        if size is None:
+            size = processor.target_size(chunk.frames.shape[1], chunk.frames.shape[2])
+        yield chunk, *processor(chunk.frames, size=size)
 
 
 def label_mask(spans: list[Span], renderer: Renderer) -> torch.Tensor:

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..data.formats import DataError
-from ..sources import VideoFileSource
+from ..data.sample import video_pixels
 
 MANIFEST = "features.json"
 
@@ -132,12 +132,9 @@ class _Decoded(torch.utils.data.Dataset):
         return len(self.videos)
 
     def __getitem__(self, index: int):
-        video, size, seconds = self.videos[index], None, []
+        video = self.videos[index]
         try:
-            for chunk in VideoFileSource(video, fps=self.fps):
-                if size is None:
-                    size = self.processor.target_size(chunk.frames.shape[1], chunk.frames.shape[2])
-                seconds.append(self.processor(chunk.frames, size=size))
+            seconds = [(pixels, grid) for _, pixels, grid in video_pixels(video, self.processor, self.fps)]
         except Exception as exc:
             raise DataError(f"vision features: {video}: {exc}") from exc
         if not seconds:
