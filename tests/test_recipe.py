@@ -2,6 +2,11 @@
 the commentary-only matches reach SFT without any video."""
 
 import json
+import shutil
+from dataclasses import replace
+
+import torch
+from safetensors.torch import load_file
 
 from streamvlm.world.recipe import TEXT_DATASET_SEED, Recipe, train_world_model
 
@@ -25,6 +30,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
         replay_seconds=4,
         call_streams=2,
         call_seconds=3,
+        call_runs=2,
     )
     logs: list[str] = []
     result = train_world_model(recipe, log=logs.append)
@@ -55,11 +61,34 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     assert defaults["world"]["score_change"] is True and "now Blue four" in card  # the world it learned
     assert (model / "metrics.json").is_file() and (model / "model.safetensors").is_file()
     phases = json.loads((model / "replay.json").read_text())
-    assert phases["copy"]["log"]["rounds"] == 4 and phases["calls"]["log"]["rounds"] == 6
-    assert "replay fine" in card and "replay of the calls" in card
+    assert phases["copy"]["log"]["rounds"] == 4 and phases["calls"]["averaged"] == 2
+    runs = phases["calls"]["runs"]
+    assert [r["seed"] for r in runs] == [7_100_100, 7_100_200]
+    assert [r["log"]["rounds"] for r in runs] == [6, 6]
+    assert runs[1]["log"]["losses"][0]["stream"] == "world seed 7100200"
+    # the shipped weights are the mean of the two calls runs' (each fine-tuned from the copy phase)
+    weights = "final/model.safetensors"
+    one, two = (load_file(work / "calls-runs" / seed / weights) for seed in ("7100100", "7100200"))
+    shipped, copy = load_file(model / "model.safetensors"), load_file(work / "replay" / weights)
+    moved = [k for k in one if not torch.equal(one[k], two[k])]
+    assert moved and all(not torch.equal(one[k], copy[k]) for k in moved)
+    for name in one:
+        expected = ((one[name].double() + two[name].double()) / 2).to(one[name].dtype)
+        torch.testing.assert_close(shipped[name], expected, atol=1e-6, rtol=0)
+    assert "replay fine" in card and "2 runs, each on 2 other matches" in card
     logs.clear()
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done
     assert sum("already done" in line for line in logs) == 9, logs
+
+    # one calls run (the default): that run's model is shipped, nothing averaged
+    shutil.rmtree(work / "calls")
+    single = tmp_path / "model1"
+    train_world_model(replace(recipe, call_runs=1, out_dir=str(single)), log=logs.append)
+    calls = json.loads((single / "replay.json").read_text())["calls"]
+    assert calls["seed"] == 7_100_100 and calls["log"]["rounds"] == 6 and "averaged" not in calls
+    ran = load_file(work / "calls" / weights)
+    assert all(torch.equal(w, ran[k]) for k, w in load_file(single / "model.safetensors").items())
+    assert "2 more matches x 3 s" in (single / "README.md").read_text()
 
 
 def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
@@ -75,7 +104,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
     argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
-    argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5"]
+    argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5", "--call-runs", "2"]
+    argv += ["--seed", "3"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -103,11 +133,13 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         replay_seconds=7,
         call_streams=3,
         call_seconds=5,
+        call_runs=2,
+        seed=3,
     )
     assert seen == [expected]
 
 
-def test_pointer_options_without_pointer_supervision_are_refused(tmp_path, capsys):
+def test_contradicting_options_are_refused_before_any_stage(tmp_path, capsys):
     from streamvlm.cli import main
 
     argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
@@ -115,4 +147,7 @@ def test_pointer_options_without_pointer_supervision_are_refused(tmp_path, capsy
     assert main([*off, "--pointer-copy-head"]) != 0
     assert "--pointer-supervision" in capsys.readouterr().err
     assert main([*off, "--no-pointer-copy-head", "--pointer-readout-weight", "1"]) != 0
+    assert main([*argv, "--call-runs", "0"]) != 0
+    assert main([*argv, "--call-runs", "2", "--call-streams", "101"]) != 0
+    assert "--call-runs" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before any stage ran

@@ -2,10 +2,13 @@
 
 A random world-architecture model: the tests check that a forced round is exactly what the engine
 computes while streaming, that only the named parameters learn, that a killed run resumes to the
-same weights, and that the pointer loss reads a cached forward pass as it reads a full one.
+same weights, and that the pointer loss reads a cached forward pass as it reads a full one; and that
+averaged checkpoints (`train.average`, the recipe's calls runs) hold their mean.
 """
 
 import json
+import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +20,7 @@ from streamvlm.cache.layout import Kind
 from streamvlm.cli import main
 from streamvlm.config import StreamConfig
 from streamvlm.engine import StreamingSession
+from streamvlm.errors import StreamvlmError
 from streamvlm.models import load_model
 from streamvlm.train import pointer
 from streamvlm.train.replay import ReplayConfig, ReplayStream, replay_train
@@ -215,3 +219,30 @@ def test_world_replay_command_writes_the_model_and_rejects_other_models(
     capsys.readouterr()
     assert main(["world", "replay", str(tiny_dir), str(tmp_path / "x"), "--seconds", "2"]) == 2
     assert "not a world model" in capsys.readouterr().err
+
+
+def test_averaging_checkpoints_writes_their_mean_and_refuses_other_models(world_dir, tiny_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from streamvlm.train.average import average_checkpoints
+
+    weights = load_file(world_dir / "model.safetensors")
+    dirs = []
+    for k in range(3):  # three "fine-tunes": the weights shifted by k
+        d = tmp_path / f"run{k}"
+        shutil.copytree(world_dir, d)
+        save_file({n: w + k for n, w in weights.items()}, d / "model.safetensors", metadata={"format": "pt"})
+        dirs.append(d)
+    out = average_checkpoints(dirs, tmp_path / "soup")
+    mean = load_file(out / "model.safetensors")
+    for name, w in weights.items():
+        torch.testing.assert_close(mean[name], w + 1, atol=1e-5, rtol=1e-3)  # (0 + 1 + 2) / 3
+    assert (out / "streamvlm.json").read_text() == (world_dir / "streamvlm.json").read_text()
+    assert load_model(str(out)).defaults["world"]["score_change"] is True  # a loadable model
+    with pytest.raises(StreamvlmError, match="other tensors"):
+        average_checkpoints([world_dir, tiny_dir], tmp_path / "mixed")
+    name = sorted(weights)[0]
+    save_file({**weights, name: weights[name][:1].clone()}, dirs[1] / "model.safetensors")
+    with pytest.raises(StreamvlmError, match=re.escape(name)):
+        average_checkpoints(dirs, tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()

@@ -189,6 +189,20 @@ def register(subparsers) -> None:
     model.add_argument(
         "--call-seconds", type=int, default=d.call_seconds, help="length of each (%(default)s)"
     )
+    model.add_argument(
+        "--call-runs",
+        type=int,
+        default=d.call_runs,
+        help="calls phase runs, each on its own matches, side by side in worker processes; their "
+        "weights are averaged (%(default)s)",
+    )
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the initial weights, the warm-up and SFT's sampling; the matches stay the same "
+        "(%(default)s)",
+    )
     model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)

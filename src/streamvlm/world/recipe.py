@@ -218,6 +218,23 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   up to 80 points (9001008: 5.1 -> 92.9 %, 9001002: 86.4 -> 51.1 %). Each failure is one slip carried
   on, so which seeds fail is close to a lottery over the weights; comparing variants needs several
   runs, or many more seeds.
+- averaging calls runs (session 14, `call_runs` 2: the calls phase run twice from the same copy-phase
+  model, on matches 7100100-115 and 7100200-215, and the mean of the two runs' weights shipped; a model
+  soup, `train.average`), 20 min held-out seeds 9001001-12, announced score (mean; seeds at 90 %):
+  session 13's run 2: the runs alone 59.2 % (4) and 73.8 % (5), their mean weights 78.0 % (7); a fresh
+  run (`--seed 1 --call-runs 2`): the runs alone 47.9 % (2) and 60.5 % (1), their mean 62.5 % (4). On 19
+  of the 24 seeds the average did at least as well as the better run; what it cannot mend is a weaker
+  lineage (stepped score of the fresh run's average 97.3-100 %, of run 2's 99.4-100 %). A third run on
+  run 2 (matches 7100300-315, alone 61.8 % (4)) added nothing: the mean of the three 75.3 % (5).
+  Averaging two runs over the same 16 matches (8 each) did not help: 66.5 % (5), with the very slips of
+  the single run on those matches (10.1 / 35.2 / 5.1 / 13.7 % on the same seeds): a run's slips come
+  with its matches, not with its optimizer's noise. Two runs in two processes of one thread each took
+  732 s for 32 matches; one run on both threads takes 518-645 s for 16: at this size a replay round's
+  small operations leave the second thread mostly idle, and one process per core does ~1.6x the work
+  (not so SFT: 60 steps took 42 s in one process on two threads and 43 s in two `torchrun` processes of
+  one thread, the same global batch). The fresh run took 50.5 min in all (its SFT stage 27.3 min, slow
+  on that day's machine: 22-23 min before), over the 45-minute target: off by default (the shipped model
+  is a one-run model).
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
@@ -280,6 +297,7 @@ class Recipe:
     replay_seconds: int = 1200  # the length of each
     call_streams: int = 16  # then the `calls` replay phase (`world.replay`), side by side (0: skipped)
     call_seconds: int = 600  # the length of each
+    call_runs: int = 1  # calls phase runs on other matches, side by side, their weights averaged
     eval_seconds: int = 300
     seed: int = 0
 
@@ -299,6 +317,11 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     from .textlm import text_warmup
     from .warmup import load_seconds, vision_warmup
 
+    if recipe.call_runs < 1 or (recipe.call_runs > 1 and recipe.call_streams > 100):
+        raise StreamvlmError(
+            "train-model: --call-runs must be >= 1, and with several runs --call-streams <= 100 (each run "
+            f"streams its own matches, 100 seeds apart); got {recipe.call_runs} and {recipe.call_streams}"
+        )
     needs_pointer = recipe.pointer_copy_head or recipe.pointer_readout_weight or recipe.pointer_code_weight
     if needs_pointer and not recipe.pointer_supervision:
         raise StreamvlmError(
@@ -477,15 +500,31 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         shutil.rmtree(target / "checkpoint", ignore_errors=True)
 
     trained = sft / "final"
-    for phase, target, streams, seconds in (
-        ("copy", replay, recipe.replay_streams, recipe.replay_seconds),
-        ("calls", work / "calls", recipe.call_streams, recipe.call_seconds),
-    ):
-        if streams:
-            name = "replay" if phase == "copy" else phase
-            run = partial(replay_stage, phase, trained, target, streams, seconds)
-            stage(name, target / "final" / "replay.json", run)
-            trained = target / "final"
+    if recipe.replay_streams:
+        run = partial(replay_stage, "copy", trained, replay, recipe.replay_streams, recipe.replay_seconds)
+        stage("replay", replay / "final" / "replay.json", run)
+        trained = replay / "final"
+    calls = work / "calls"
+    if recipe.call_streams and recipe.call_runs == 1:
+        run = partial(replay_stage, "calls", trained, calls, recipe.call_streams, recipe.call_seconds)
+        stage("calls", calls / "final" / "replay.json", run)
+        trained = calls / "final"
+    elif recipe.call_streams:
+        jobs = [
+            {
+                "model_dir": trained,
+                "target": work / "calls-runs" / str(seed),
+                "phase": "calls",
+                "streams": recipe.call_streams,
+                "seconds": recipe.call_seconds,
+                "seed": seed,
+                "world_defaults": world_defaults,
+                "stream_defaults": stream_defaults,
+            }
+            for seed in call_seeds(recipe.call_runs)
+        ]
+        stage("calls", calls / "final" / "replay.json", partial(averaged_replay, jobs, calls / "final"))
+        trained = calls / "final"
 
     def ship():
         out = Path(recipe.out_dir)
@@ -511,6 +550,61 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
 
     stage("ship", Path(recipe.out_dir) / "metrics.json", ship)
     return {"timings_s": timings, "recipe": asdict(recipe), **results}
+
+
+def call_seeds(runs: int) -> list[int]:
+    """World seeds of the first match of each `calls` run (100 apart: 7100100, 7100200, ...)."""
+    from .replay import PHASES
+
+    return [PHASES["calls"].seed + 100 * k for k in range(runs)]
+
+
+def averaged_replay(jobs: list[dict], out_dir: Path) -> None:
+    """Run the replay `jobs` (`replay_world_model` arguments, and `target`: where each writes its
+    `final` model) side by side in worker processes, then write the mean of their weights to `out_dir`
+    (`train.average`), its `replay.json` listing every run. A run already written is not run again; one
+    killed part-way continues from its checkpoint."""
+    import concurrent.futures
+    import multiprocessing
+
+    from ..train.average import average_checkpoints
+
+    todo = [job for job in jobs if not (job["target"] / "final" / "replay.json").is_file()]
+    workers = max(1, min(len(todo), os.cpu_count() or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)  # one process per core beats one on all cores
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for done in [pool.submit(_replay_job, {**job, "threads": threads}) for job in todo]:
+            done.result()
+    finals = [job["target"] / "final" for job in jobs]
+    soup = out_dir.with_name(out_dir.name + ".soup")
+    average_checkpoints(finals, soup)
+    phases = json.loads((soup / "replay.json").read_text())
+    phase = jobs[0]["phase"]
+    runs = [json.loads((f / "replay.json").read_text())[phase] for f in finals]
+    phases[phase] = {
+        "streams": jobs[0]["streams"],
+        "seconds": jobs[0]["seconds"],
+        "averaged": len(runs),
+        "runs": runs,
+    }
+    (soup / "replay.json").write_text(json.dumps(phases, indent=1) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    soup.rename(out_dir)
+
+
+def _replay_job(job: dict) -> None:
+    """One `averaged_replay` run, in its own process."""
+    import torch
+
+    from .replay import replay_world_model
+
+    job = dict(job)
+    torch.set_num_threads(job.pop("threads"))
+    target = Path(job.pop("target"))
+    replay_world_model(out_dir=target / "final", checkpoint_dir=target / "checkpoint", **job)
+    shutil.rmtree(target / "checkpoint", ignore_errors=True)
 
 
 def evaluate_shipped(model_dir: Path, recipe: Recipe) -> dict:
@@ -600,11 +694,16 @@ def model_card(results: dict) -> str:
         else ""
     )
     if calls:
+        matches = f"{calls['streams']} more matches x {calls['seconds']} s side by side"
+        if calls.get("averaged"):
+            matches = (
+                f"{calls['averaged']} runs, each on {calls['streams']} other matches x {calls['seconds']} s "
+                "side by side,\n   their weights averaged"
+            )
         replay_line += (
-            f"\n5. replay of the calls (`--phase calls`), {t.get('calls', 0) / 60:.1f} min: "
-            f"{calls['streams']} more matches x {calls['seconds']} s side by side,\n   every text "
-            "weight learning at lr 2e-5, every other match drawn without the ball in the goal\n   "
-            "(a point is then called from the goal light's onset)."
+            f"\n5. replay of the calls (`--phase calls`), {t.get('calls', 0) / 60:.1f} min: {matches},\n"
+            "   every text weight learning at lr 2e-5, every other match drawn without the ball in the "
+            "goal\n   (a point is then called from the goal light's onset)."
         )
     serve_score = m.get("serve_score_accuracy")
     serve_row = (
