@@ -221,9 +221,8 @@ def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
         one = StreamTrainer.compute_loss(
             SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=None, code=None), model, dict(batch)
         )
-        both = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=(3.0, False), code=None), model, dict(batch)
-        )
+        with_readout = SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=3.0, code=None, copy_head=False)
+        both = StreamTrainer.compute_loss(with_readout, model, dict(batch))
         with pointer.supervise(batch["pointer_targets"], 0, (0, 2), write=True):
             hidden = model(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[1]
         readout = pointer.readout_loss(model, pointer.written(), hidden, labels[None, 1:], mask)
@@ -281,10 +280,10 @@ def test_trainer_adds_the_weighted_code_loss(tiny_dir):
     model = loaded.model
     pointer.enable(model)
     model.train()
-    settings = {"pointer": (0, (0,), 1.0), "readout": None}
+    settings = {"pointer": (0, (0,), 1.0), "readout": None, "copy_head": True}
     with torch.no_grad():
         one = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=None), model, dict(batch))
-        both = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=(2.0, True)), model, dict(batch))
+        both = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=2.0), model, dict(batch))
         with pointer.supervise(batch["pointer_targets"], 0, (0,), write=True):
             model(input_ids=batch["input_ids"])
         mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], True)

@@ -35,10 +35,12 @@ log = logging.getLogger(__name__)
 class StreamTrainer(Trainer):
     #: (layer, heads, weight) of pointer supervision, or None
     pointer: tuple[int, tuple[int, ...], float] | None = None
-    #: (weight, one copy head?) of the copied numbers' readout (`pointer.readout_loss`), or None
-    readout: tuple[float, bool] | None = None
-    #: (weight, one copy head?) of the copied numbers' code (`pointer.code_loss`), or None
-    code: tuple[float, bool] | None = None
+    #: weight of the copied numbers' readout (`pointer.readout_loss`); 0: off
+    readout: float = 0.0
+    #: weight of the copied numbers' code (`pointer.code_loss`); 0: off
+    code: float = 0.0
+    #: whether the supervised head is one copy head (which numbers count as copied: `copy_positions`)
+    copy_head: bool = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -63,15 +65,14 @@ class StreamTrainer(Trainer):
             if pointer.loss() is not None:
                 extra.append(pointer_weight * pointer.loss())
             if write:
-                copy_head = (self.readout or self.code)[1]
-                mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, copy_head)
+                mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, self.copy_head)
             if self.readout:
                 hidden = outputs.hidden_states[layer + 1]
                 readout = pointer.readout_loss(model, pointer.written(), hidden, targets, mask)
                 if readout is not None:
-                    extra.append(self.readout[0] * readout)
+                    extra.append(self.readout * readout)
             if self.code and (code := pointer.code_loss(pointer.written(), targets, mask)) is not None:
-                extra.append(self.code[0] * code)
+                extra.append(self.code * code)
         else:
             outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
         selected = targets != IGNORE
@@ -262,10 +263,8 @@ def train(config: TrainConfig) -> dict:
         count = 1 if config.pointer_copy_head else len(config.pointer_words)
         heads = pointer.supervised_heads(text.num_attention_heads, count)
         trainer.pointer = (config.pointer_layer, heads, config.pointer_weight)
-        if config.pointer_readout_weight:
-            trainer.readout = (config.pointer_readout_weight, config.pointer_copy_head)
-        if config.pointer_code_weight:
-            trainer.code = (config.pointer_code_weight, config.pointer_copy_head)
+        trainer.readout, trainer.code = config.pointer_readout_weight, config.pointer_code_weight
+        trainer.copy_head = config.pointer_copy_head
         pointer.enable(model)
     resume = resolve_resume(config.resume, out)
     if resume:
