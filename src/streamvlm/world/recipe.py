@@ -313,7 +313,6 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     from ..train.trainer import train
     from .dataset import video_seed, write_dataset
     from .model import STREAM_DEFAULTS, init_world_checkpoint
-    from .replay import replay_world_model
     from .textlm import text_warmup
     from .warmup import load_seconds, vision_warmup
 
@@ -487,17 +486,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     }
 
     def replay_stage(phase: str, source: Path, target: Path, streams: int, seconds: int):
-        replay_world_model(
-            source,
-            target / "final",
-            phase,
-            streams,
-            seconds,
-            checkpoint_dir=target / "checkpoint",
-            world_defaults=world_defaults,
-            stream_defaults=stream_defaults,
-        )
-        shutil.rmtree(target / "checkpoint", ignore_errors=True)
+        replay_run(target, source, phase, streams, seconds, None, world_defaults, stream_defaults)
 
     trained = sft / "final"
     if recipe.replay_streams:
@@ -505,25 +494,25 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         stage("replay", replay / "final" / "replay.json", run)
         trained = replay / "final"
     calls = work / "calls"
-    if recipe.call_streams and recipe.call_runs == 1:
-        run = partial(replay_stage, "calls", trained, calls, recipe.call_streams, recipe.call_seconds)
+    if recipe.call_streams:
+        if recipe.call_runs == 1:
+            run = partial(replay_stage, "calls", trained, calls, recipe.call_streams, recipe.call_seconds)
+        else:
+            jobs = [
+                {
+                    "target": work / "calls-runs" / str(seed),
+                    "model_dir": trained,
+                    "phase": "calls",
+                    "streams": recipe.call_streams,
+                    "seconds": recipe.call_seconds,
+                    "seed": seed,
+                    "world_defaults": world_defaults,
+                    "stream_defaults": stream_defaults,
+                }
+                for seed in call_seeds(recipe.call_runs)
+            ]
+            run = partial(averaged_replay, jobs, calls / "final")
         stage("calls", calls / "final" / "replay.json", run)
-        trained = calls / "final"
-    elif recipe.call_streams:
-        jobs = [
-            {
-                "model_dir": trained,
-                "target": work / "calls-runs" / str(seed),
-                "phase": "calls",
-                "streams": recipe.call_streams,
-                "seconds": recipe.call_seconds,
-                "seed": seed,
-                "world_defaults": world_defaults,
-                "stream_defaults": stream_defaults,
-            }
-            for seed in call_seeds(recipe.call_runs)
-        ]
-        stage("calls", calls / "final" / "replay.json", partial(averaged_replay, jobs, calls / "final"))
         trained = calls / "final"
 
     def ship():
@@ -559,11 +548,38 @@ def call_seeds(runs: int) -> list[int]:
     return [PHASES["calls"].seed + 100 * k for k in range(runs)]
 
 
+def replay_run(
+    target: Path,
+    model_dir: Path,
+    phase: str,
+    streams: int,
+    seconds: int,
+    seed: int | None,
+    world_defaults: dict,
+    stream_defaults: dict,
+) -> None:
+    """One replay phase (`world.replay`) from `model_dir` to `target/final`, resumable from
+    `target/checkpoint` (removed once the model is written)."""
+    from .replay import replay_world_model
+
+    replay_world_model(
+        model_dir,
+        target / "final",
+        phase,
+        streams,
+        seconds,
+        seed,
+        checkpoint_dir=target / "checkpoint",
+        world_defaults=world_defaults,
+        stream_defaults=stream_defaults,
+    )
+    shutil.rmtree(target / "checkpoint", ignore_errors=True)
+
+
 def averaged_replay(jobs: list[dict], out_dir: Path) -> None:
-    """Run the replay `jobs` (`replay_world_model` arguments, and `target`: where each writes its
-    `final` model) side by side in worker processes, then write the mean of their weights to `out_dir`
-    (`train.average`), its `replay.json` listing every run. A run already written is not run again; one
-    killed part-way continues from its checkpoint."""
+    """Run the replay `jobs` (`replay_run` arguments) side by side in worker processes, then write the
+    mean of their weights to `out_dir` (`train.average`), its `replay.json` listing every run. A run
+    already written is not run again; one killed part-way continues from its checkpoint."""
     import concurrent.futures
     import multiprocessing
 
@@ -574,7 +590,7 @@ def averaged_replay(jobs: list[dict], out_dir: Path) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)  # one process per core beats one on all cores
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for done in [pool.submit(_replay_job, {**job, "threads": threads}) for job in todo]:
+        for done in [pool.submit(_replay_job, threads, job) for job in todo]:
             done.result()
     finals = [job["target"] / "final" for job in jobs]
     soup = out_dir.with_name(out_dir.name + ".soup")
@@ -594,17 +610,12 @@ def averaged_replay(jobs: list[dict], out_dir: Path) -> None:
     soup.rename(out_dir)
 
 
-def _replay_job(job: dict) -> None:
-    """One `averaged_replay` run, in its own process."""
+def _replay_job(threads: int, job: dict) -> None:
+    """One `averaged_replay` run, in its own process of `threads` threads."""
     import torch
 
-    from .replay import replay_world_model
-
-    job = dict(job)
-    torch.set_num_threads(job.pop("threads"))
-    target = Path(job.pop("target"))
-    replay_world_model(out_dir=target / "final", checkpoint_dir=target / "checkpoint", **job)
-    shutil.rmtree(target / "checkpoint", ignore_errors=True)
+    torch.set_num_threads(threads)
+    replay_run(**job)
 
 
 def evaluate_shipped(model_dir: Path, recipe: Recipe) -> dict:
