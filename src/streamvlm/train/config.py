@@ -72,7 +72,7 @@ class TrainConfig:
     max_steps: int = -1
     batch_size: int = 1  # per device
     grad_accum: int = 1
-    bf16: bool | str = "auto"  # "auto": on CUDA with bf16 support, and on CPU
+    bf16: bool | str = "auto"  # "auto": on CUDA with bf16 support, on a CPU where it is faster (precision)
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
     #: Directory for the frozen vision tower's output per second of every training video

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.sample import number_tokens
+from ..train.precision import cpu_autocast
 from .config import WorldConfig
 from .stream import World
 
@@ -62,7 +63,7 @@ def text_warmup(
     while time.time() - started < seconds:
         starts = [rng.randrange(0, len(train) - length - 1) for _ in range(batch)]
         x = torch.stack([train[s : s + length] for s in starts])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with cpu_autocast():
             logits = model(input_ids=x).logits[:, :-1].float()
         target = x[:, 1:]
         weight = torch.where(numbers[target], number_weight, 1.0)

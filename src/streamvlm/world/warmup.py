@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sources import VideoFileSource
+from ..train.precision import cpu_autocast
 
 CLASSES = ("silent", "serve-red", "serve-blue", "return-red", "return-blue", "point-red", "point-blue")
 
@@ -69,7 +70,7 @@ def vision_warmup(
         pixels = torch.cat([p for p, _, _ in sample])
         grids = torch.stack([g for _, g, _ in sample])
         labels = torch.tensor([y for *_, y in sample])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with cpu_autocast():
             features = visual(pixels, grid_thw=grids).pooler_output  # (batch * tokens, width)
             logits = head(features.float().reshape(batch, tokens * width))
         loss = F.cross_entropy(logits.float(), labels, weight=class_weight)
@@ -89,7 +90,7 @@ def vision_warmup(
         "wall_s": time.time() - started,
     }
     if held_out:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), cpu_autocast():
             correct = 0
             for i in range(0, len(held_out), 256):
                 part = held_out[i : i + 256]
