@@ -50,6 +50,10 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     assert not (commentary / "videos").exists()  # annotations only
     manifest = json.loads((commentary / "world.json").read_text())
     assert manifest["config"]["seed"] == TEXT_DATASET_SEED and manifest["videos_written"] is False
+    # the training matches vary the teams' skills game by game; the held-out world the model is made for
+    # (its streamvlm.json, the evaluation) does not
+    for dataset in (work / "data", commentary):
+        assert json.loads((dataset / "world.json").read_text())["config"]["skill_spread"] == 0.15
     assert len((commentary / "chunks.jsonl").read_text().splitlines()) == 3 * 24 // 8
     config = json.loads((work / "sft" / "train_config.json").read_text())
     assert config["text_data"] == [str(commentary / "chunks.jsonl")]
@@ -59,6 +63,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     defaults = json.loads((model / "streamvlm.json").read_text())
     assert defaults["stream"]["text_window"] == recipe.text_window
     assert defaults["world"]["score_change"] is True and "now Blue four" in card  # the world it learned
+    assert "skill_spread" not in defaults["world"] and "0.19 +- 0.15" in card
     assert (model / "metrics.json").is_file() and (model / "model.safetensors").is_file()
     phases = json.loads((model / "replay.json").read_text())
     assert phases["copy"]["log"]["rounds"] == 4 and phases["calls"]["averaged"] == 2

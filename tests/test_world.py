@@ -346,6 +346,8 @@ def test_words_join_to_the_text_and_end_inside_their_second():
         {"points_to_win": 0},
         {"flight_steps_min": 1},
         {"miss_probability": 1.5},
+        {"skill_spread": 0.2},
+        {"skill_spread": -0.1},
         {"paddle_height": 0.45},
     ],
 )
@@ -353,6 +355,39 @@ def test_bad_config_is_a_one_line_error(options):
     with pytest.raises(StreamvlmError) as info:
         WorldConfig(**options)
     assert "\n" not in str(info.value)
+
+
+def test_skill_spread_varies_each_teams_misses_game_by_game_and_makes_lopsided_scores_common():
+    def games(spread: float) -> list[tuple[dict, tuple[int, int]]]:
+        """(each team's miss probability, final score) of every finished game of 20 matches x 20 min."""
+        out = []
+        for seed in range(20):
+            match = Match(WorldConfig(seed=300 + seed, skill_spread=spread))
+            miss = match.miss
+            for step in range(2400):  # step by step: a new game's skills are drawn at its first serve
+                for event in match.advance_to(step):
+                    if event.kind == SERVE and event.new_game:
+                        miss = match.miss
+                    if event.kind == POINT and event.game_over:
+                        out.append((miss, event.score))
+        return out
+
+    even, spread = games(0.0), games(0.15)
+    assert all(m == {RED: 0.19, BLUE: 0.19} for m, _ in even)
+    misses = [m[team] for m, _ in spread for team in (RED, BLUE)]
+    assert all(0.04 <= p <= 0.34 for p in misses) and len(set(misses)) == len(misses)
+    assert max(misses) - min(misses) > 0.25  # the whole range is used
+    # the worse team of a game scores fewer points; and the loser's final count is lower on average
+    worse_loses = [(m[RED] > m[BLUE]) == (s[0] < s[1]) for m, s in spread if abs(m[RED] - m[BLUE]) > 0.15]
+    assert sum(worse_loses) > 0.8 * len(worse_loses)
+    loser = {name: np.mean([min(s) for _, s in g]) for name, g in (("even", even), ("spread", spread))}
+    assert loser["spread"] < loser["even"] - 1.0
+    # the same seed plays the same match; spread 0 is the default match
+    rows = list(World(WorldConfig(seed=3, skill_spread=0.15)).rows(300))
+    assert rows == list(World(WorldConfig(seed=3, skill_spread=0.15)).rows(300))
+    assert rows != list(World(WorldConfig(seed=3)).rows(300))
+    even = list(World(WorldConfig(seed=3)).rows(300))
+    assert list(World(WorldConfig(seed=3, skill_spread=0.0)).rows(300)) == even
 
 
 # -- files ---------------------------------------------------------------------------------------------
@@ -470,6 +505,10 @@ def test_cli_video_dataset_and_stats(tmp_path, capsys):
         == 0
     )
     assert json.loads((lit / "world.json").read_text())["config"]["goal_light"] is True
+    lopsided = tmp_path / "lopsided"
+    argv = ["world", "dataset", str(lopsided), "--videos", "1", "--seconds", "3", "--skill-spread", "0.1"]
+    assert main([*argv, "--text-only"]) == 0
+    assert json.loads((lopsided / "world.json").read_text())["config"]["skill_spread"] == 0.1
     assert json.loads((tmp_path / "ds" / "world.json").read_text())["config"]["goal_light"] is False
     capsys.readouterr()
 
@@ -492,6 +531,7 @@ def test_cli_video_dataset_and_stats(tmp_path, capsys):
         ["dataset", "{tmp}/ds", "--videos", "0", "--seconds", "3"],
         ["dataset", "{tmp}/file.txt", "--videos", "1", "--seconds", "3"],
         ["stats", "--seconds", "-5"],
+        ["stats", "--skill-spread", "0.5"],
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(argv, tmp_path, capsys):

@@ -76,6 +76,13 @@ def register(subparsers) -> None:
     model.add_argument("--nicknames", action=on_off, default=d.nicknames, help="matches with team nicknames")
     model.add_argument("--videos", type=int, default=d.videos, help=f"training matches (default {d.videos})")
     model.add_argument(
+        "--skill-spread",
+        type=float,
+        default=d.skill_spread,
+        help="training matches: each game, each team's miss probability is drawn from 0.19 +- this, so "
+        "lopsided scores are common (default %(default)s; held-out matches never vary)",
+    )
+    model.add_argument(
         "--video-seconds", type=int, default=d.video_seconds, help="length of each (default %(default)s)"
     )
     model.add_argument(
@@ -246,6 +253,12 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=112, help="square field side, even pixels (default 112)")
     p.add_argument("--points-to-win", type=int, default=11, help="points that win a game (default 11)")
     p.add_argument("--no-nicknames", action="store_true", help="point lines say Red/Blue, no opening text")
+    p.add_argument(
+        "--skill-spread",
+        type=float,
+        default=0.0,
+        help="each game, each team's miss probability is drawn from 0.19 +- this (default 0: even teams)",
+    )
     p.add_argument("--score-on-serve", action="store_true", help="announce the score with every serve too")
     p.add_argument(
         "--score-change",
@@ -268,6 +281,7 @@ def config_from_args(args):
         fps=args.fps,
         size=args.size,
         points_to_win=args.points_to_win,
+        skill_spread=args.skill_spread,
         nicknames=not args.no_nicknames,
         score_on_serve=args.score_on_serve,
         goal_light=args.goal_light,

@@ -29,6 +29,10 @@ class WorldConfig:
     flight_steps_min: int = 3  # a shot crosses the field in 1.5 ...
     flight_steps_max: int = 5  # ... to 2.5 s
     miss_probability: float = 0.19  # per reception; ~4 returns per rally, a point every ~13 s
+    #: Each game, each team's miss probability is drawn from `miss_probability` +- this (uniform, its own
+    #: generator: at 0 the matches are unchanged). A training-data option: lopsided games ("Red one Blue
+    #: eight") become common, so a model cannot guess a score number from the usual run of a game.
+    skill_spread: float = 0.0
     pause_steps: int = 3  # no ball in play between the ball sitting in the goal and the next serve
     first_serve_step: int = 2  # the stream opens with 1 s of empty field
     max_shot_dy: float = 1.2  # vertical travel of one shot, field units (> 1 means wall bounces)
@@ -84,6 +88,13 @@ class WorldConfig:
             (
                 0.0 <= self.miss_probability <= 1.0,
                 f"miss probability must be in [0, 1], got {self.miss_probability}",
+            ),
+            (
+                self.miss_probability - self.skill_spread >= 0.0
+                and self.skill_spread >= 0.0
+                and self.miss_probability + self.skill_spread < 1.0,
+                f"skill spread must keep miss probability +- spread in [0, 1), got {self.skill_spread} "
+                f"around {self.miss_probability}",
             ),
             (self.max_shot_dy >= 0.0, f"max shot dy must be >= 0, got {self.max_shot_dy}"),
             (

@@ -78,6 +78,8 @@ class Match:
     def __init__(self, config: WorldConfig):
         c = self.config = config
         self.rng = np.random.default_rng(c.seed)
+        self.skill_rng = np.random.default_rng([c.seed, 2])  # its own stream: spread 0 changes nothing
+        self.miss = self._draw_miss()  # per team, for the current game
         self.score = (0, 0)
         self.game_over = False  # the last point won a game; the next serve resets the score
         self.server = TEAMS[int(self.rng.integers(2))]
@@ -122,6 +124,13 @@ class Match:
         z = (y - lo) % (2 * span)
         return lo + (z if z <= span else 2 * span - z)
 
+    def _draw_miss(self) -> dict[str, float]:
+        c = self.config
+        if not c.skill_spread:
+            return dict.fromkeys(TEAMS, c.miss_probability)
+        spread = self.skill_rng.uniform(-c.skill_spread, c.skill_spread, size=2)
+        return {team: c.miss_probability + float(d) for team, d in zip(TEAMS, spread, strict=True)}
+
     # -- planning -----------------------------------------------------------------------------
     def _next_segment(self) -> Event | None:
         """Replace the finished segment with the next one; the event at the boundary, if any."""
@@ -131,6 +140,7 @@ class Match:
             new_game = self.game_over
             if new_game:
                 self.score, self.game_over = (0, 0), False
+                self.miss = self._draw_miss()
             server = self.server
             ball = (self.contact_x[server], seg.paddles_to[TEAMS.index(server)])
             self.segment = self._flight(end, server, ball, seg.paddles_to)
@@ -175,9 +185,9 @@ class Match:
         # the same draws in the same order whatever happens, so the stream depends only on the seed
         steps = int(rng.integers(c.flight_steps_min, c.flight_steps_max + 1))
         dy = float(rng.uniform(-c.max_shot_dy, c.max_shot_dy))
-        returned = bool(rng.random() >= c.miss_probability)
-        jitter = float(rng.uniform(-0.6, 0.6))
         receiver = other(hitter)
+        returned = bool(rng.random() >= self.miss[receiver])
+        jitter = float(rng.uniform(-0.6, 0.6))
         x_to = self.contact_x[receiver]
         y_to = self._fold(ball[1] + dy)
         half = c.paddle_height / 2

@@ -235,6 +235,30 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   one thread, the same global batch). The fresh run took 50.5 min in all (its SFT stage 27.3 min, slow
   on that day's machine: 22-23 min before), over the 45-minute target: off by default (the shipped model
   is a one-run model).
+- the slips come from the score prior (session 15). The model shipped before this one, on 12 fresh
+  held-out 20 min seeds (9001013-24, never used to choose anything), said the score right 10.3 / 84.9 /
+  19.0 / 100 / 13.8 / 35.5 / 11.2 / 100 / 48.5 / 87.2 / 63.9 / 52.7 % (mean 52.3 %, 2 of 12 at 90 %;
+  81.9 % and 9 of 12 on 9001001-12, the seeds its replay phases were chosen on). Of the 16 of its 24
+  streams with a wrong announcement, the first slip sat at a lead of 5 or more in 9 ("Red one Blue
+  nine" said "Red ten Blue nine", "Red three Blue eight now Blue nine" said "... now Blue three") or at
+  the game's last increment ("Red ten Blue two now Red eleven" said "now Red two"). With even teams
+  (miss probability 0.19 each) a lead of 6 or more comes at 1.9 % of the points, so the later layers
+  learned to read the copy head's near one-dimensional code (one ~ ten) with the usual run of a game
+  as the tie-breaker. Training matches whose teams differ game by game (`skill_spread` 0.15: each
+  team's miss probability drawn per game from 0.04-0.34; 10.5 % of the points at a lead of 6 or
+  more; held-out matches unchanged), the recipe otherwise as before: 9001001-24 100 / 100 / 100 / 100
+  / 97.7 / 100 / 100 / 100 / 100 / 87.0 / 100 / 31.5 / 100 / 98.9 / 100 / 77.6 / 83.7 / 100 / 89.8 /
+  100 / 99.0 / 100 / 100 / 100 % (mean 94.4 %, 19 of 24 at 90 %; 93.0 % on 1-12, 95.8 % on 13-24),
+  stepped score 99.4-100 % (mean 99.9 %), point F1 0.990-1.000, and no first slip at a lead of 5 or
+  more. On 12 more seeds (9001025-36) it did worse: 100 / 100 / 100 / 100 / 0.0 / 100 / 65.2 / 100 /
+  18.2 / 39.5 / 100 / 81.2 % (mean 75.3 %; the previous model 69.8 %), so 88.0 % over all 36 (26 at 90
+  %; the previous model 68.0 %, 18). What sinks a match now is a missed or extra point call (9001010,
+  12, 16, 17, 29 at its first point, 31; the carrying exact after it) or a wrong copy (9001019, 33,
+  34, 36: "ten" said "four", "nine" said "two"). Shipped. This session's machine is an AVX2-only
+  EPYC, where bfloat16 autocast is emulated ~50x slower than float32: the vision warm-up made 99
+  steps in its 150 s (held-out 57.5 %) until `train.precision` made float32 the choice there (2,816
+  steps, 98.8 %); SFT in float32 took 1.08 s/step, the recipe 58 min in all (data 84 s, vision 171 s,
+  sft 2422 s with the stored features, replay 263 s, calls 511 s, ship 16 s).
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
@@ -243,7 +267,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -267,6 +291,7 @@ class Recipe:
     score_on_serve: bool = True  # the world also announces the score with every serve
     goal_light: bool = True  # the conceding goal line glows after a point, until the next serve
     score_change: bool = True  # point lines say the score before the point, then the new count
+    skill_spread: float = 0.15  # training matches only: each team's miss probability varies by game
     videos: int = 80
     video_seconds: int = 600
     dataset_seed: int = 1
@@ -302,7 +327,12 @@ class Recipe:
     seed: int = 0
 
     def world(self, seed: int) -> WorldConfig:
+        """The world the model is made for (and scored on)."""
         return WorldConfig(seed=seed, **{k: getattr(self, k) for k in MODEL_OPTIONS})
+
+    def training_world(self, seed: int) -> WorldConfig:
+        """The world of the SFT matches: the same, with each team's skill varying game by game."""
+        return replace(self.world(seed), skill_spread=self.skill_spread)
 
 
 def train_world_model(recipe: Recipe, log=print) -> dict:
@@ -380,7 +410,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         return stats.windows
 
     def make_data():
-        world = recipe.world(recipe.dataset_seed)
+        world = recipe.training_world(recipe.dataset_seed)
         write_dataset(data, recipe.videos, recipe.video_seconds, world, workers=os.cpu_count() or 1)
         log(f"  {cut(data / 'annotations.jsonl', recipe.stride_s)} windows of {recipe.window_s:.0f} s")
 
@@ -388,7 +418,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     commentary = data / "commentary"
 
     def make_commentary():
-        world = recipe.world(TEXT_DATASET_SEED)
+        world = recipe.training_world(TEXT_DATASET_SEED)
         write_dataset(commentary, recipe.text_matches, recipe.video_seconds, world, render=False)
         # no overlap: many matches rather than many windows of few
         n = cut(commentary / "annotations.jsonl", recipe.window_s)
@@ -420,7 +450,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
             seeds,
             EVAL_SEED + 100,
             recipe.text_s,
-            world=recipe.world,
+            world=recipe.training_world,
             seed=recipe.seed,
             log=lambda s: None,
         )
@@ -652,6 +682,12 @@ def model_card(results: dict) -> str:
             '; a point line repeats the score before it, then the new count ("Blue scores! Red three '
             'Blue three now Blue four")'
         )
+    skills = (
+        f"; each game, each team's miss probability drawn from 0.19 +- {r['skill_spread']:g}, so lopsided "
+        "scores are common (the held-out matches below are even)"
+        if r.get("skill_spread")
+        else ""
+    )
     picture = (
         "\nFrom a point to the next serve the conceding goal line glows in the scorer's colour (the\n"
         "score itself is never drawn)."
@@ -743,7 +779,7 @@ matches. It is the default model of `streamvlm run` and `streamvlm demo`.
 
 ## Data
 {r["videos"]} matches x {r["video_seconds"]} s (world dataset seed {r["dataset_seed"]}, nicknames
-{"on" if r["nicknames"] else "off"}, score announced {announced}), written in the
+{"on" if r["nicknames"] else "off"}, score announced {announced}{skills}), written in the
 Inf-Stream-Train format and cut by `make-chunks` into {r["window_s"]:.0f} s windows with a
 {r["stride_s"]:.0f} s stride; previous text cut to {r["text_sink"]} + {r["text_window"]} tokens.{picture}
 
