@@ -769,7 +769,8 @@ def model_card(results: dict) -> str:
         "announcement (the carrying alone)."
         if score < 0.9
         else "The running score is carried from earlier commentary (the text window and memory); it is\n"
-        "the model's weakest skill, and its errors persist until the next correct announcement."
+        "the model's weakest skill: one wrong number is carried on to the end of the stream (its games\n"
+        "then end out of step too)."
     )
     return f"""# streamvlm world model
 
