@@ -85,7 +85,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done
     assert sum("already done" in line for line in logs) == 9, logs
 
-    # one calls run (the default): that run's model is shipped, nothing averaged
+    # one calls run (--call-runs 1): that run's model is shipped, nothing averaged
     shutil.rmtree(work / "calls")
     single = tmp_path / "model1"
     train_world_model(replace(recipe, call_runs=1, out_dir=str(single)), log=logs.append)
