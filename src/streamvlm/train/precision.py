@@ -31,7 +31,7 @@ def cpu_bf16_is_fast(rows: int = 512, inner: int = 256, repeats: int = 3) -> boo
     return best(True) < best(False)
 
 
-def cpu_autocast(enabled: bool = True):
+def cpu_autocast():
     """`torch.autocast` on the CPU in bfloat16 where that is faster here (`cpu_bf16_is_fast`), else a
     no-op context (float32)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and cpu_bf16_is_fast())
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16_is_fast())
