@@ -109,8 +109,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
     argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
-    argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5", "--call-runs", "2"]
-    argv += ["--seed", "3"]
+    argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5", "--call-runs", "3"]
+    argv += ["--seed", "3", "--skill-spread", "0.05"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -138,8 +138,9 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         replay_seconds=7,
         call_streams=3,
         call_seconds=5,
-        call_runs=2,
+        call_runs=3,
         seed=3,
+        skill_spread=0.05,
     )
     assert seen == [expected]
 

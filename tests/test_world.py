@@ -385,9 +385,9 @@ def test_skill_spread_varies_each_teams_misses_game_by_game_and_makes_lopsided_s
     # the same seed plays the same match; spread 0 is the default match
     rows = list(World(WorldConfig(seed=3, skill_spread=0.15)).rows(300))
     assert rows == list(World(WorldConfig(seed=3, skill_spread=0.15)).rows(300))
-    assert rows != list(World(WorldConfig(seed=3)).rows(300))
-    even = list(World(WorldConfig(seed=3)).rows(300))
-    assert list(World(WorldConfig(seed=3, skill_spread=0.0)).rows(300)) == even
+    default = list(World(WorldConfig(seed=3)).rows(300))
+    assert rows != default
+    assert list(World(WorldConfig(seed=3, skill_spread=0.0)).rows(300)) == default
 
 
 # -- files ---------------------------------------------------------------------------------------------

@@ -690,7 +690,8 @@ def model_card(results: dict) -> str:
             'Blue three now Blue four")'
         )
     skills = (
-        f"; each game, each team's miss probability drawn from 0.19 +- {r['skill_spread']:g}, so lopsided "
+        f"; each game, each team's miss probability drawn from {WorldConfig.miss_probability:g} +- "
+        f"{r['skill_spread']:g}, so lopsided "
         "scores are common (the held-out matches below are even)"
         if r.get("skill_spread")
         else ""
