@@ -103,8 +103,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(recipe_module, "train_world_model", lambda r, log: seen.append(r) or {})
     argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
-    argv += ["--videos", "3", "--video-seconds", "30", "--sft-steps", "5", "--text-s", "2"]
-    argv += ["--warmup-s", "4", "--text-only-fraction", "0.5", "--text-matches", "6"]
+    argv += ["--videos", "3", "--video-seconds", "30", "--sft-steps", "5", "--sft-batch", "3"]
+    argv += ["--text-s", "2", "--warmup-s", "4", "--text-only-fraction", "0.5", "--text-matches", "6"]
     argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
@@ -118,6 +118,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         videos=3,
         video_seconds=30,
         sft_steps=5,
+        sft_batch=3,
         text_s=2.0,
         warmup_s=4.0,
         text_only_fraction=0.5,

@@ -266,6 +266,22 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   choice there (2,816 steps, 98.8 %); SFT in float32 took 1.08 s/step, the recipe 58 min with one
   calls run (data 84 s, vision 171 s, sft 2422 s with the stored features, replay 263 s, calls 511 s,
   ship 16 s).
+- the time on an AVX2-only CPU, and a second lineage (session 16). There SFT is bound by float32
+  arithmetic: its matrix products run at the CPU's peak (~165 GFLOPS on 2 cores, as a 2048^2
+  product) and attention (SDPA's flash kernel; the math kernel is 2.7x slower) is 31 % of the step;
+  the data worker costs ~3 %. A step costs 1.01 s at batch 4, 0.76 at 3, 0.50 at 2: only fewer
+  windows make SFT shorter. Half of them (`sft_batch` 2, the same 2,000 steps, one epoch; the recipe
+  otherwise as shipped) took the recipe to 36.7 min (sft 1151 s, calls 532 s for two runs side by
+  side) but broke the carrying: 20 min seeds 9001001-12 announced 1.0 / 17.0 / 1.0 / 19.8 / 14.8 /
+  2.1 / 16.0 / 2.0 / 2.0 / 24.4 / 1.2 / 14.9 % (mean 9.7 %), stepped 49.5-60.6 %, although every
+  point was called (F1 1.000) and the 300 s held-out match said 75 %; mean train loss 1.11 against
+  0.51. Off. The defaults from scratch with `--seed 1` (a second lineage: other initial weights,
+  warm-up and SFT sampling; the same matches) took 56.2 min (data 81 s, vision 171 s, sft 2278 s,
+  replay 263 s, calls 565 s for the two runs, ship 12 s), mean train loss 0.514, and said the score
+  right 90.0 / 76.6 / 71.7 % by block of 12 of 9001001-36, 79.4 % over the 36 (20 at 90 %; the
+  shipped model 92.4 %, 29): stepped 97.6-100 % (mean 99.6 %), point F1 0.988-1.000 with a point
+  missed or added in 11 of the 36 matches (8 of its 16 under 90 %; the others are wrong copies). So
+  the shipped model is a good draw of its recipe: its two lineages landed at 79.4 and 92.4 % here.
 Each stage writes its own directory under the work dir and is skipped once complete: re-running the
 command after a kill continues (the SFT stage resumes from its last checkpoint).
 """
