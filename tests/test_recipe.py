@@ -157,4 +157,6 @@ def test_contradicting_options_are_refused_before_any_stage(tmp_path, capsys):
     assert main([*argv, "--call-runs", "0"]) != 0
     assert main([*argv, "--call-runs", "2", "--call-streams", "101"]) != 0
     assert "--call-runs" in capsys.readouterr().err
+    assert main([*argv, "--sft-batch", "0"]) != 0
+    assert "--sft-batch" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before any stage ran

@@ -374,6 +374,11 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
             "train-model: --call-runs must be >= 1, and with several runs --call-streams <= 100 (each run "
             f"streams its own matches, 100 seeds apart); got {recipe.call_runs} and {recipe.call_streams}"
         )
+    if recipe.sft_steps < 1 or recipe.sft_batch < 1:
+        raise StreamvlmError(
+            f"train-model: --sft-steps and --sft-batch must be >= 1; got {recipe.sft_steps} and "
+            f"{recipe.sft_batch}"
+        )
     needs_pointer = recipe.pointer_copy_head or recipe.pointer_readout_weight or recipe.pointer_code_weight
     if needs_pointer and not recipe.pointer_supervision:
         raise StreamvlmError(
