@@ -16,6 +16,7 @@ import shutil
 import sys
 from dataclasses import fields
 
+from .config import WorldConfig
 from .recipe import Recipe
 
 WORLD_HELP = """A deterministic paddle-and-ball match (Red left, Blue right) with exact per-second
@@ -80,7 +81,8 @@ def register(subparsers) -> None:
         "--skill-spread",
         type=float,
         default=d.skill_spread,
-        help="training matches: each game, each team's miss probability is drawn from 0.19 +- this, so "
+        help="training matches: each game, each team's miss probability is drawn from "
+        f"{WorldConfig.miss_probability:g} +- this, so "
         "lopsided scores are common (default %(default)s; held-out matches never vary)",
     )
     model.add_argument(
@@ -261,7 +263,8 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
         "--skill-spread",
         type=float,
         default=0.0,
-        help="each game, each team's miss probability is drawn from 0.19 +- this (default 0: even teams)",
+        help=f"each game, each team's miss probability is drawn from {WorldConfig.miss_probability:g} +- "
+        "this (default 0: even teams)",
     )
     p.add_argument("--score-on-serve", action="store_true", help="announce the score with every serve too")
     p.add_argument(
@@ -278,8 +281,6 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from .config import WorldConfig
-
     return WorldConfig(
         seed=args.seed,
         fps=args.fps,
