@@ -5,6 +5,8 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -110,7 +112,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
     argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
     argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5", "--call-runs", "3"]
-    argv += ["--seed", "3", "--skill-spread", "0.05"]
+    argv += ["--seed", "3", "--skill-spread", "0.05", "--warmup-decay"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -142,6 +144,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         call_runs=3,
         seed=3,
         skill_spread=0.05,
+        warmup_decay=True,
     )
     assert seen == [expected]
 
@@ -160,3 +163,24 @@ def test_contradicting_options_are_refused_before_any_stage(tmp_path, capsys):
     assert main([*argv, "--sft-batch", "0"]) != 0
     assert "--sft-batch" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before any stage ran
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_vision_warmup_learning_rate_stays_constant_or_falls_to_zero(decay):
+    from streamvlm.models import load_model
+    from streamvlm.models.default import shipped_model_dir
+    from streamvlm.world.warmup import CLASSES, vision_warmup
+
+    loaded = load_model(str(shipped_model_dir()))  # a world-sized vision tower, trained in memory only
+    rng = np.random.default_rng(0)
+    size = loaded.processor.target_size(112, 112)
+    items = []
+    for k in range(8):
+        pixels, grid = loaded.processor(rng.integers(0, 256, (2, 112, 112, 3), dtype=np.uint8), size=size)
+        items.append((pixels, grid, k % len(CLASSES)))
+    result = vision_warmup(loaded.model, items, 2.0, batch=4, lr=1e-3, decay=decay, log=lambda s: None)
+    assert result["steps"] >= 2 and result["wall_s"] >= 2.0
+    if decay:  # the last step started in the last of the 2 s, so its lr is close to 0
+        assert 0 < result["last_lr"] < 0.25e-3
+    else:
+        assert result["last_lr"] == 1e-3

@@ -99,6 +99,13 @@ def register(subparsers) -> None:
         "--warmup-s", type=float, default=d.warmup_s, help=f"vision warm-up, seconds ({d.warmup_s:g})"
     )
     model.add_argument(
+        "--warmup-decay",
+        action=on_off,
+        default=d.warmup_decay,
+        help="the vision warm-up's learning rate falls linearly to 0 over its time instead of staying "
+        "constant (%(default)s)",
+    )
+    model.add_argument(
         "--text-only-fraction",
         type=float,
         default=d.text_only_fraction,

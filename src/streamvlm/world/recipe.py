@@ -327,6 +327,7 @@ class Recipe:
     text_s: float = 0.0  # wall time of the language-model warm-up (0: skipped, see the module notes)
     warmup_s: float = 150.0  # wall time of the vision warm-up
     warmup_videos: int = 12
+    warmup_decay: bool = False  # the vision warm-up's lr falls linearly to 0 over its time, not constant
     sft_steps: int = 2000
     sft_batch: int = 4
     sft_lr: float = 1e-3
@@ -493,7 +494,13 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         items = load_seconds(pairs[: recipe.warmup_videos], loaded.processor)
         held = load_seconds(pairs[-1:], loaded.processor)
         results["vision_warmup"] = vision_warmup(
-            loaded.model, items, recipe.warmup_s, seed=recipe.seed, held_out=held, log=lambda s: None
+            loaded.model,
+            items,
+            recipe.warmup_s,
+            seed=recipe.seed,
+            held_out=held,
+            decay=recipe.warmup_decay,
+            log=lambda s: None,
         )
         log(f"  {results['vision_warmup']}")
         save_stage(loaded, text, warm, results["vision_warmup"])
@@ -781,6 +788,7 @@ def model_card(results: dict) -> str:
             "   every text weight learning at lr 2e-5, every other match drawn without the ball in the "
             "goal\n   (a point is then called from the goal light's onset)."
         )
+    warm_lr = ", its lr falling linearly to 0" if r.get("warmup_decay") else ""
     serve_score = m.get("serve_score_accuracy")
     serve_row = (
         f"| announced score right (matched serves) | {pct(serve_score)} |\n"
@@ -815,7 +823,7 @@ Inf-Stream-Train format and cut by `make-chunks` into {r["window_s"]:.0f} s wind
 
 ## Recipe
 1. language-model warm-up on commentary text: {text_line};
-2. vision warm-up (per-second event head), {t.get("vision", 0) / 60:.1f} min: held-out accuracy
+2. vision warm-up (per-second event head{warm_lr}), {t.get("vision", 0) / 60:.1f} min: held-out accuracy
    {pct(results["vision_warmup"].get("held_out_accuracy"))};
 3. SFT on the windows with frames, {r["sft_steps"]} steps x batch {r["sft_batch"]}, lr {r["sft_lr"]} cosine,
    number tokens weighted x{r["number_loss_weight"]:g}, vision frozen, {t.get("sft", 0) / 60:.1f} min, final

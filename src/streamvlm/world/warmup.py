@@ -47,10 +47,19 @@ def load_seconds(videos: list[tuple[Path, Path]], processor, fps: int = 2, limit
 
 
 def vision_warmup(
-    model, items, seconds: float, batch: int = 32, lr: float = 1e-3, seed: int = 0, held_out=None, log=print
+    model,
+    items,
+    seconds: float,
+    batch: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    held_out=None,
+    decay: bool = False,
+    log=print,
 ) -> dict:
     """Train vision tower + merger with a linear head for `seconds` of wall time (lr 2e-3 does not
-    converge here; 1e-3 does); returns training accuracy and, given `held_out` items, held-out accuracy."""
+    converge here; 1e-3 does; `decay`: the lr falls linearly to 0 over that time, not constant);
+    returns training accuracy and, given `held_out` items, held-out accuracy."""
     rng = random.Random(seed)
     visual = model.model.visual
     tokens = items[0][1].prod().item() // visual.spatial_merge_size**2
@@ -65,7 +74,10 @@ def vision_warmup(
     batch = min(batch, len(items))  # a small dataset: every second in each step
     visual.train()
     started, step, recent = time.time(), 0, []
-    while time.time() - started < seconds:
+    while (elapsed := time.time() - started) < seconds:
+        if decay:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (1 - elapsed / seconds)
         sample = rng.sample(items, batch)
         pixels = torch.cat([p for p, _, _ in sample])
         grids = torch.stack([g for _, g, _ in sample])
@@ -88,6 +100,7 @@ def vision_warmup(
         "steps": step,
         "accuracy_last_20": sum(recent) / max(len(recent), 1),
         "wall_s": time.time() - started,
+        "last_lr": optimizer.param_groups[0]["lr"],
     }
     if held_out:
         with torch.no_grad(), cpu_autocast():
