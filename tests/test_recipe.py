@@ -62,6 +62,8 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     model = tmp_path / "model"
     card = (model / "README.md").read_text()
     assert "3 commentary-only matches" in card
+    assert "its lr falling linearly to 0" in card and "`streamvlm world train-model` (resumable" in card
+    assert 0 < json.loads((work / "warm" / "stage.json").read_text())["last_lr"] < 1e-3  # warm-up lr decayed
     defaults = json.loads((model / "streamvlm.json").read_text())
     assert defaults["stream"]["text_window"] == recipe.text_window
     assert defaults["world"]["score_change"] is True and "now Blue four" in card  # the world it learned
@@ -112,7 +114,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
     argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
     argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5", "--call-runs", "3"]
-    argv += ["--seed", "3", "--skill-spread", "0.05", "--warmup-decay"]
+    argv += ["--seed", "3", "--skill-spread", "0.05", "--no-warmup-decay"]
     assert main(argv) == 0
     expected = Recipe(
         work_dir=str(tmp_path / "w"),
@@ -144,7 +146,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         call_runs=3,
         seed=3,
         skill_spread=0.05,
-        warmup_decay=True,
+        warmup_decay=False,
     )
     assert seen == [expected]
 
