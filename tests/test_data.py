@@ -412,3 +412,25 @@ def test_streaming_mask_gives_each_round_what_the_engine_keeps(long_video, tiny)
     mask = batch["attention_mask"]
     assert mask.shape == (2, 1, n, n) and torch.equal(mask[0, 0], visible)
     assert mask[1, 0].sum(-1).min() >= 1  # padding rows see themselves: no empty softmax row
+
+
+def test_number_table_belongs_to_its_tokenizer_and_dies_with_it(tiny_dir):
+    # keyed by id(), a table outlived its tokenizer and was handed to the next one at the same address
+    import gc
+    import weakref
+
+    from transformers import AutoTokenizer
+
+    from streamvlm.data import sample
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_dir))
+    other = AutoTokenizer.from_pretrained(str(tiny_dir))
+    table = sample.number_tokens(tokenizer)
+    assert sample.number_tokens(tokenizer) is table and sample.number_tokens(other) is not table
+    assert table.numel() == max(tokenizer.get_vocab().values()) + 1
+    assert table[tokenizer.encode("7", add_special_tokens=False)].all()
+    assert not table[tokenizer.encode(" Red", add_special_tokens=False)].any()
+    before, alive = len(sample._NUMBERS), weakref.ref(tokenizer)
+    del tokenizer, table
+    gc.collect()
+    assert alive() is None and len(sample._NUMBERS) == before - 1  # the cache keeps no dead entry

@@ -10,6 +10,7 @@ turns from after `<|im_start|>assistant\\n` through `<|im_end|>`, silent seconds
 import logging
 import os
 import random
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,21 +230,22 @@ def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str], copy: bool =
     return torch.tensor(columns, dtype=torch.long).reshape(len(ids), len(words)).T
 
 
-_NUMBERS: dict[int, torch.Tensor] = {}
+#: Per tokenizer, held weakly: keyed by `id()`, a table outlived its tokenizer and was handed to the
+#: next tokenizer that got the same address (a smaller vocabulary: an IndexError in training).
+_NUMBERS: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDictionary()
 
 
 def number_tokens(tokenizer) -> torch.Tensor:
     """Bool over the vocabulary: tokens that are a number, as digits or as an English word up to twenty
     (maybe with a leading space)."""
-    key = id(tokenizer)
-    if key not in _NUMBERS:
+    if tokenizer not in _NUMBERS:
         vocab = tokenizer.get_vocab()
         table = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
         for token_id in vocab.values():
             text = tokenizer.decode([token_id]).strip()
             table[token_id] = bool(text) and (text.isdigit() or text.lower() in NUMBER_WORDS)
-        _NUMBERS[key] = table
-    return _NUMBERS[key]
+        _NUMBERS[tokenizer] = table
+    return _NUMBERS[tokenizer]
 
 
 class StreamDataset(torch.utils.data.Dataset):
