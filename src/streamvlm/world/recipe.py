@@ -286,9 +286,10 @@ What was measured on the way (2-core CPU, 5 M parameters; held-out 300 s match u
   150 s, so the tower SFT freezes was taken mid-noise. The same warm-up with the lr falling linearly
   to 0 over the 150 s (`warmup_decay`), from the `--seed 1` lineage's text stage, scored by the
   throw-away head on 4 training videos it never saw (2,400 s): 97.0 / 97.9 % of the seconds right
-  with a constant lr (two seeds), 98.75 / 98.8 % with the decay; the seconds of a point or of the
-  lit goal after it (silent seconds called points, points called silent) went from 27 / 21 errors to
-  6 / 4. The recipe from there (`--seed 1 --warmup-decay`, the `--seed 1` run's data reused, 59.8 min
+  with a constant lr (two seeds), 98.75 / 98.8 % with the decay; silent and point seconds (where the
+  lit goal after a point must be told from the point) went from 32 / 21 errors to 6 / 5 (mostly
+  silent seconds called points and points called silent). The recipe from there (`--seed 1
+  --warmup-decay`, the `--seed 1` run's data reused, 59.8 min
   in all on a slower day: vision 166 s, sft 2318 s, replay 302 s, calls 706 s) reached a lower SFT
   loss (mean 0.443 against 0.514; 0.003 against 0.010 over its last 200 steps) and said the score
   right 99.6 / 99.3 / 85.1 % by block of 12 of 9001001-36, **94.7 % over the 36** (34 at 90 %;
