@@ -153,8 +153,16 @@ def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None
     decoding.add_argument(
         "--greedy", action="store_true", default=None, help="greedy decoding (reproducible)"
     )
-    decoding.add_argument("--temperature", type=float, help=f"sampling temperature (default {d.temperature})")
-    add("--repetition-penalty", type=float, help=f"default {d.repetition_penalty}")
+    decoding.add_argument(
+        "--temperature", type=float, help=f"sampling temperature (default: the model's, else {d.temperature})"
+    )
+    add(
+        "--top-k",
+        type=non_negative_int,
+        help=f"sample among the k likeliest tokens, 0 = all (default: the model's, else {d.top_k})",
+    )
+    add("--top-p", type=float, help=f"nucleus sampling mass (default: the model's, else {d.top_p})")
+    add("--repetition-penalty", type=float, help=f"default: the model's, else {d.repetition_penalty}")
     add("--seed", type=int, help=f"sampling seed (default {d.seed})")
     add("--query", help="the instruction, kept for the whole stream")
     add("--previous-text", help="context text placed in the text memory at the start")
@@ -250,11 +258,16 @@ def live_kwargs(args) -> dict:
 
 
 def config_from_args(args, model_defaults: dict | None = None) -> StreamConfig:
-    """Explicit options, else the model's streaming defaults, else `StreamConfig`'s."""
+    """Explicit options, else the model's streaming defaults (`streamvlm.json`, then
+    `generation_config.json`: `load_model` merges them), else `StreamConfig`'s."""
     names = {f.name for f in fields(StreamConfig)}
     values = {k: v for k, v in (model_defaults or {}).items() if k in names}
     values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
-    if args.temperature is not None:
+    sampling = [k for k in ("temperature", "top_k", "top_p") if getattr(args, k, None) is not None]
+    if sampling and args.greedy:
+        options = ", ".join("--" + k.replace("_", "-") for k in sampling)
+        raise StreamvlmError(f"--greedy cannot be combined with {options}")
+    if sampling:
         values["greedy"] = False
     if args.reset_every is not None and values.get("policy", "streaming") != "sliding":
         raise StreamvlmError("--reset-every applies only to --policy sliding")

@@ -21,10 +21,14 @@ class StreamConfig:
     text_sink: int = 512  # head of the text memory, tokens
     text_window: int = 512  # tail of the text memory, tokens
     reset_every: int | None = None  # `sliding`: seconds between resets (default: vision_window)
-    # decoding (method §1: research defaults are sampling, T 0.9, repetition penalty 1.05, seed 42)
+    # decoding (method §7.4): a checkpoint's generation_config.json overrides these (load_model puts
+    # its top_k / top_p / temperature / repetition_penalty under the checkpoint's stream defaults);
+    # these are the research code's values for a checkpoint that sets none (transformers' top_k 50)
     max_new_tokens: int = 20
     greedy: bool = False
     temperature: float = 0.9
+    top_k: int = 50  # 0: the whole vocabulary
+    top_p: float = 1.0
     repetition_penalty: float = 1.05
     seed: int = 42
     ignore_eos: bool = False  # benchmarks: never stop early, always generate max_new_tokens
@@ -54,6 +58,8 @@ class StreamConfig:
                 f"temperature must be > 0 when sampling, got {self.temperature}",
             ),
             (self.repetition_penalty > 0, "repetition penalty must be > 0"),
+            (self.top_k >= 0, f"top-k must be >= 0 (0: the whole vocabulary), got {self.top_k}"),
+            (0 < self.top_p <= 1, f"top-p must be in (0, 1], got {self.top_p}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,4 +1,5 @@
-"""Choosing the next token: greedy or sampled, repetition penalty, structural tokens never chosen."""
+"""Choosing the next token: greedy or sampled (temperature, top-k, top-p), repetition penalty,
+structural tokens never chosen, any stop token ending the turn as `<|im_end|>`."""
 
 import torch
 
@@ -16,6 +17,9 @@ def banned_token_mask(tokenizer, vocab_size: int, allowed: tuple[int, ...]) -> t
 
 
 class Sampler:
+    """`top_k` 0 and `top_p` 1.0 keep the whole vocabulary. A token in `stops` is returned as
+    `end`: whichever stop the model picks, the turn ends (and is recorded) as `end`."""
+
     def __init__(
         self,
         banned: torch.Tensor,
@@ -23,22 +27,51 @@ class Sampler:
         temperature: float = 0.9,
         repetition_penalty: float = 1.0,
         seed: int = 42,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        stops: tuple[int, ...] = (),
+        end: int | None = None,
     ):
         self.banned = banned
         self.greedy = greedy
         self.temperature = temperature
         self.repetition_penalty = repetition_penalty
+        self.top_k = top_k
+        self.top_p = top_p
+        self.stops = frozenset(stops)
+        self.end = end
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> int:
-        """Pick a token from `logits` (V,); `seen` (V,) bool marks tokens in the context."""
+    def scores(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits after the repetition penalty and the ban (float32, on the CPU)."""
         logits = logits.detach().float().cpu().clone()
         if self.repetition_penalty != 1.0 and seen is not None:
             # As transformers' RepetitionPenaltyLogitsProcessor: shrink the score of every seen token.
             s = logits[seen]
             logits[seen] = torch.where(s > 0, s / self.repetition_penalty, s * self.repetition_penalty)
         logits[self.banned] = float("-inf")
+        return logits
+
+    def probabilities(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """The sampling distribution: temperature, then top-k, then top-p (transformers' order)."""
+        scores = self.scores(logits, seen) / self.temperature
+        if 0 < self.top_k < scores.numel():
+            kth = torch.topk(scores, self.top_k).values[-1]
+            scores[scores < kth] = float("-inf")  # ties with the k-th are kept
+        probs = torch.softmax(scores, dim=-1)
+        if self.top_p < 1.0:
+            ordered, order = torch.sort(probs, descending=True)
+            mass_before = torch.cumsum(ordered, 0) - ordered
+            drop = mass_before >= self.top_p
+            drop[0] = False  # the most likely token always stays
+            probs[order[drop]] = 0.0
+            probs /= probs.sum()
+        return probs
+
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> int:
+        """Pick a token from `logits` (V,); `seen` (V,) bool marks tokens in the context."""
         if self.greedy:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            token = int(self.scores(logits, seen).argmax())
+        else:
+            token = int(torch.multinomial(self.probabilities(logits, seen), 1, generator=self.generator))
+        return self.end if token in self.stops and self.end is not None else token

@@ -88,15 +88,19 @@ class StreamingSession:
         self.layout = Layout(contiguous=config.positions == "contiguous")
         self.cache = StreamingKVCache(self.family.inv_freq(self.model))
         vocab_size = self.model.config.text_config.vocab_size
+        # the checkpoint's stop tokens end the turn as <|im_end|>; with `ignore_eos` (benchmarks) none is
+        # ever chosen: every reply has max_new_tokens
+        stops = () if config.ignore_eos else loaded.stop_ids
         self.sampler = Sampler(
-            # with `ignore_eos` (benchmarks) the end of turn is never chosen: every reply has max_new_tokens
-            banned_token_mask(
-                loaded.tokenizer, vocab_size, allowed=() if config.ignore_eos else (self.renderer.im_end,)
-            ),
+            banned_token_mask(loaded.tokenizer, vocab_size, allowed=stops),
             greedy=config.greedy,
             temperature=config.temperature,
             repetition_penalty=config.repetition_penalty,
             seed=config.seed,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            stops=stops,
+            end=self.renderer.im_end,
         )
         self.vocab_size = vocab_size
         self.round = 0

@@ -3,6 +3,8 @@
 `write_tiny_checkpoint(dir)` writes config + safetensors weights, a byte-level BPE tokenizer trained
 here with Qwen's pre-tokenizer, special tokens and chat template, and the processor configs — the
 same files a hub checkpoint has, so `load_model` reads them through the same code path.
+`write_hub_checkpoint(dir)` writes the same kind of model laid out file for file like the
+`Qwen/Qwen2.5-VL-*-Instruct` hub repos (see its docstring).
 """
 
 import json
@@ -11,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -264,6 +267,26 @@ _ID_TOKENS = {
 }
 
 
+def tiny_model(spec: TinySpec, seed: int = 0, corpus: list[str] | None = None):
+    """(tokenizer, model) of a random-weight tiny checkpoint."""
+    tokenizer = train_tokenizer(spec.vocab_size, corpus=corpus)
+    config = tiny_config(spec, tokenizer)
+    torch.manual_seed(seed)
+    model = FAMILIES[spec.arch].model_class(config).eval()
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.bos_token_id = config.text_config.bos_token_id
+    return tokenizer, model
+
+
+def hf_preprocessor_config(arch: str, processor: VideoProcessor) -> dict:
+    return {
+        **processor.to_dict(),
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor" if arch == "qwen2_5_vl" else "Qwen2VLProcessor",
+    }
+
+
 def write_tiny_checkpoint(
     out_dir: str | Path,
     seed: int = 0,
@@ -276,13 +299,7 @@ def write_tiny_checkpoint(
     spec = spec or TinySpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(spec.vocab_size, corpus=corpus)
-    config = tiny_config(spec, tokenizer)
-    torch.manual_seed(seed)
-    model = FAMILIES[spec.arch].model_class(config).eval()
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.bos_token_id = config.text_config.bos_token_id
+    tokenizer, model = tiny_model(spec, seed, corpus)
     hf_logging.disable_progress_bar()
     try:
         model.save_pretrained(out)
@@ -290,12 +307,9 @@ def write_tiny_checkpoint(
         hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out)
     processor = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)  # HF's image defaults
-    hf_proc = {
-        **processor.to_dict(),
-        "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2_5_VLProcessor" if spec.arch == "qwen2_5_vl" else "Qwen2VLProcessor",
-    }
-    (out / "preprocessor_config.json").write_text(json.dumps(hf_proc, indent=2) + "\n")
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(hf_preprocessor_config(spec.arch, processor), indent=2) + "\n"
+    )
     streamvlm = {
         "min_pixels": spec.min_pixels,
         "max_pixels": spec.max_pixels,
@@ -305,3 +319,105 @@ def write_tiny_checkpoint(
     }
     (out / "streamvlm.json").write_text(json.dumps(streamvlm, indent=2) + "\n")
     return out
+
+
+#: `generation_config.json` of Qwen/Qwen2.5-VL-7B-Instruct (and of the fine-tunes saved from it),
+#: with the token ids of the tiny tokenizer: top_k 1 makes its sampling greedy (method §7.4).
+QWEN_GENERATION = {
+    "bos_token_id": "<|endoftext|>",
+    "pad_token_id": "<|endoftext|>",
+    "do_sample": True,
+    "eos_token_id": ["<|im_end|>", "<|endoftext|>"],
+    "repetition_penalty": 1.05,
+    "temperature": 0.1,
+    "top_k": 1,
+    "top_p": 0.001,
+}
+
+
+def write_hub_checkpoint(
+    out_dir: str | Path,
+    seed: int = 0,
+    spec: TinySpec | None = None,
+    shards: int = 3,
+    dtype: torch.dtype = torch.bfloat16,
+    generation: dict | None = None,
+) -> Path:
+    """A tiny random checkpoint laid out like the Qwen2.5-VL / Qwen2-VL hub repos: weights in `dtype`
+    under the published key names (`model.layers.*`, `visual.*`, `lm_head.weight`) in `shards`
+    files `model-0000i-of-0000n.safetensors` listed by `model.safetensors.index.json`, the published
+    flat config.json (text keys at the top, `rope_scaling` with `mrope_section`, `torch_dtype`),
+    `generation_config.json` (`generation`, default `QWEN_GENERATION`; token names become ids),
+    Qwen's image `preprocessor_config.json`, tokenizer.json + vocab.json + merges.txt +
+    tokenizer_config.json, `chat_template.json`, and no `streamvlm.json`. Same weights as
+    `write_tiny_checkpoint` with the same seed and spec (rounded to `dtype`)."""
+    spec = spec or TinySpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer, model = tiny_model(spec, seed)
+    weights = {_published_name(k): v.to(dtype).contiguous() for k, v in model.state_dict().items()}
+    names = sorted(weights)
+    size = -(-len(names) // shards)
+    weight_map = {}
+    for i in range(shards):
+        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: weights[k] for k in names[i * size : (i + 1) * size]}
+        save_file(part, out / file, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, file))
+    total = sum(v.numel() * v.element_size() for v in weights.values())
+    _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    _write_json(out / "config.json", _published_config(model, dtype))
+    ids = tokenizer.convert_tokens_to_ids
+    gen = {
+        k: ([ids(t) for t in v] if isinstance(v, list) else ids(v) if k.endswith("_token_id") else v)
+        for k, v in (QWEN_GENERATION if generation is None else generation).items()
+    }
+    _write_json(out / "generation_config.json", {**gen, "transformers_version": "4.41.2"})
+    processor = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+    _write_json(out / "preprocessor_config.json", hf_preprocessor_config(spec.arch, processor))
+    tokenizer.save_pretrained(out)
+    tokenizer.backend_tokenizer.model.save(str(out))  # vocab.json, merges.txt
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    _write_json(out / "chat_template.json", {"chat_template": CHAT_TEMPLATE})
+    tok_config = json.loads((out / "tokenizer_config.json").read_text())
+    tok_config.pop("backend", None)
+    tok_config.update(chat_template=CHAT_TEMPLATE, model_max_length=131072, tokenizer_class="Qwen2Tokenizer")
+    _write_json(out / "tokenizer_config.json", tok_config)
+    return out
+
+
+def _published_name(key: str) -> str:
+    """transformers' current key names -> the names in the published safetensors."""
+    if key.startswith("model.language_model."):
+        return "model." + key[len("model.language_model.") :]
+    if key.startswith("model.visual."):
+        return key[len("model.") :]
+    return key
+
+
+def _published_config(model, dtype: torch.dtype) -> dict:
+    config = model.config
+    data = config.to_diff_dict()
+    text = data.pop("text_config")
+    rope = text.pop("rope_parameters")
+    vision = data.pop("vision_config")
+    vision = {k: v for k, v in vision.items() if k not in ("rope_parameters", "initializer_range")}
+    vision["in_chans"] = vision.pop("in_channels")  # the published names
+    vision["spatial_patch_size"] = vision["patch_size"]
+    vision["model_type"] = config.model_type  # as published: the vision config names the model type
+    flat = {
+        "architectures": [type(model).__name__],
+        **{k: v for k, v in data.items() if k not in ("dtype", "transformers_version")},
+        **{k: v for k, v in text.items() if k not in ("model_type", "layer_types", "dtype")},
+        "rope_scaling": {"type": "mrope", "mrope_section": rope["mrope_section"]},
+        "rope_theta": rope["rope_theta"],
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.41.2",
+        "vision_config": vision,
+    }
+    return flat
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
