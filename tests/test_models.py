@@ -17,12 +17,13 @@ from streamvlm.sources import ArraySource, synthetic_frames
 
 @pytest.mark.parametrize("size", [(112, 112), (97, 203), (480, 640), (33, 45)])
 def test_processor_matches_hf_image_processor(size):
-    """Two identical frames patchify exactly like Qwen2VLImageProcessorPil on that frame."""
+    """Two identical frames patchify exactly like Qwen2VLImageProcessorPil on that frame (PIL path)."""
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     hf = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=28 * 28 * 64)(
         images=[image], return_tensors="np"
     )
-    pixels, grid = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64)(np.stack([image, image]))
+    processor = VideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64, resize="pil")
+    pixels, grid = processor(np.stack([image, image]))
     assert np.array_equal(hf["pixel_values"], pixels.numpy())
     assert grid.tolist() == hf["image_grid_thw"][0].tolist()
 

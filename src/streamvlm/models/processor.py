@@ -1,9 +1,14 @@
 """A small video processor that reproduces Qwen2-VL / Qwen2.5-VL patching without torchvision.
 
 Frames (T, H, W, 3) uint8 RGB -> Qwen's `smart_resize` (sides multiples of patch·merge, pixel count
-in [min_pixels, max_pixels]) -> PIL bicubic resize -> rescale 1/255 -> CLIP normalisation ->
-patches ordered (t, h-block, w-block, merge-h, merge-w) exactly as the HF image processor orders
-them. The output for two identical frames equals `Qwen2VLImageProcessorPil` on that frame.
+in [min_pixels, max_pixels]) -> bicubic antialiased resize -> rescale 1/255 -> CLIP normalisation ->
+patches ordered (t, h-block, w-block, merge-h, merge-w) exactly as the HF processors order them.
+
+Two resize paths (method §7.1): "float" (default) is torchvision's tensor resize, bit for bit:
+float32 bicubic with antialias, clamped, rounded to uint8. The research code and qwen-vl-utils
+resize video with it, in training and inference. "pil" is PIL's bicubic, as transformers'
+`Qwen2VLImageProcessorPil` does (two identical frames give exactly its output); the shipped world
+model was trained on it and keeps it (its `streamvlm.json`).
 """
 
 import json
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import StreamvlmError
@@ -22,6 +28,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: Streaming defaults (method §1): at most 768 and at least 100 merged tokens per frame.
 STREAM_MAX_PIXELS = 768 * 28 * 28
 STREAM_MIN_PIXELS = 100 * 28 * 28
+RESIZE_PATHS = ("float", "pil")
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -52,6 +59,12 @@ class VideoProcessor:
     max_pixels: int = STREAM_MAX_PIXELS
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
+    #: "float" (torchvision's tensor resize: what the research code feeds) or "pil" (PIL bicubic).
+    resize: str = "float"
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_PATHS:
+            raise StreamvlmError(f"unknown resize path {self.resize!r} (one of {', '.join(RESIZE_PATHS)})")
 
     @property
     def factor(self) -> int:
@@ -79,12 +92,12 @@ class VideoProcessor:
             raise StreamvlmError(f"expected frames as uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
         t, height, width, _ = frames.shape
         h, w = size or self.target_size(height, width)
-        resized = np.stack([_resize(frame, h, w) for frame in frames])  # (T, h, w, 3) uint8
+        resized = self.resize_frames(frames, h, w)  # (T, 3, h, w) uint8
         pad = (-t) % self.temporal_patch_size
         if pad:
-            resized = np.concatenate([resized, np.repeat(resized[-1:], pad, axis=0)])
+            resized = torch.cat([resized, resized[-1:].expand(pad, -1, -1, -1)])
         # Same arithmetic as transformers' numpy path: float64 rescale, float32 normalise.
-        x = torch.from_numpy(resized).permute(0, 3, 1, 2).to(torch.float64).mul(1 / 255).to(torch.float32)
+        x = resized.to(torch.float64).mul(1 / 255).to(torch.float32)
         mean = torch.tensor(self.image_mean, dtype=torch.float32)[None, :, None, None]
         std = torch.tensor(self.image_std, dtype=torch.float32)[None, :, None, None]
         x = (x - mean) / std
@@ -94,6 +107,18 @@ class VideoProcessor:
         x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (gt, gh/m, gw/m, m, m, C, tp, p, p)
         pixel_values = x.reshape(gt * gh * gw, 3 * tp * p * p).contiguous()
         return pixel_values, torch.tensor([gt, gh, gw], dtype=torch.long)
+
+    def resize_frames(self, frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+        """(T, H, W, 3) uint8 -> (T, 3, height, width) uint8 by this processor's resize path."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        if x.shape[-2:] == (height, width):
+            return x
+        if self.resize == "pil":
+            bicubic = Image.Resampling.BICUBIC
+            out = [np.asarray(Image.fromarray(f).resize((width, height), resample=bicubic)) for f in frames]
+            return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+        y = F.interpolate(x.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+        return y.clamp_(0, 255).round_().to(torch.uint8)
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -118,7 +143,7 @@ class VideoProcessor:
 
         Hub checkpoints store an image-oriented pixel budget (up to 12.8 M pixels per image); a
         stream needs the per-frame budget of method §1 unless the checkpoint's `streamvlm.json`
-        or the caller says otherwise.
+        or the caller says otherwise. `streamvlm.json` may also name the resize path.
         """
         model_dir = Path(model_dir)
         data: dict = {}
@@ -131,12 +156,7 @@ class VideoProcessor:
         stream = model_dir / "streamvlm.json"
         if stream.is_file():
             extra = json.loads(stream.read_text())
-            data.update({k: extra[k] for k in ("min_pixels", "max_pixels") if k in extra})
+            data.update({k: extra[k] for k in ("min_pixels", "max_pixels", "resize") if k in extra})
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
-
-def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    if frame.shape[0] == height and frame.shape[1] == width:
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((width, height), resample=Image.Resampling.BICUBIC))
