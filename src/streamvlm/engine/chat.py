@@ -33,15 +33,21 @@ class ChatReply:
     finish_reason: str  # "stop" or "length"
 
 
+@dataclass
+class ChatPrompt:
+    """A rendered chat prompt (its token layout and processed images), for one `chat` call."""
+
+    layout: Layout
+    pixels: list  # (pixel values, grid) of each image, in order
+
+    @property
+    def tokens(self) -> int:
+        return len(self.layout)
+
+
 @torch.inference_mode()
-def chat(
-    loaded,
-    turns: list[ChatTurn],
-    max_tokens: int = 128,
-    temperature: float = 1.0,
-    seed: int = 0,
-    stop: list[str] = (),
-) -> ChatReply:
+def prepare_chat(loaded, turns: list[ChatTurn]) -> ChatPrompt:
+    """Tokens and pixels of `turns` (no model call: a server counts the tokens before queueing)."""
     model, processor, family = loaded.model, loaded.processor, loaded.family
     renderer = Renderer(loaded.tokenizer)
     if not turns or turns[0].role != "system":
@@ -61,7 +67,23 @@ def chat(
             layout.append(Span(Kind.VISION_CLOSE, [renderer.vision_end]))
         layout.append(Span(Kind.PREFIX, renderer.turn_close()))
     layout.append(Span(Kind.REPLY_OPEN, renderer.turn_open("assistant")))
-    prompt_tokens = len(layout)
+    return ChatPrompt(layout, pixels)
+
+
+@torch.inference_mode()
+def chat(
+    loaded,
+    turns: list[ChatTurn] | ChatPrompt,
+    max_tokens: int = 128,
+    temperature: float = 1.0,
+    seed: int = 0,
+    stop: list[str] = (),
+) -> ChatReply:
+    """The assistant's reply to `turns` (or to a `prepare_chat` prompt, which it uses up)."""
+    model, family = loaded.model, loaded.family
+    renderer = Renderer(loaded.tokenizer)
+    prompt = turns if isinstance(turns, ChatPrompt) else prepare_chat(loaded, turns)
+    layout, pixels, prompt_tokens = prompt.layout, prompt.pixels, prompt.tokens
 
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     cache = StreamingKVCache(family.inv_freq(model))

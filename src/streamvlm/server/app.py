@@ -1,5 +1,6 @@
 """The FastAPI app of `streamvlm serve`: thin routes over a `SessionManager` (protocol in `__init__`)."""
 
+import asyncio
 import hmac
 import json
 import logging
@@ -14,8 +15,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import StreamConfig
-from ..engine.chat import chat
+from ..engine.chat import chat, prepare_chat
 from . import openai_api, protocol
+from .connections import GuardedH11Protocol
 from .frames import MessageError
 from .sessions import (
     CLOSE_POLICY,
@@ -24,6 +26,7 @@ from .sessions import (
     SessionLimit,
     SessionManager,
     check_pull_url,
+    log,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -70,6 +73,9 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
             return await call_next(request)
         except BodyTooLarge:
             return refuse(413, f"request body is over the {options.max_message_bytes}-byte limit")
+        except Exception as exc:  # noqa: BLE001 - an OpenAI-style body, never a plain-text 500
+            log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+            return refuse(500, f"internal error: {type(exc).__name__}", "server_error")
 
     async def read_json(request: Request):
         body = b""
@@ -85,6 +91,10 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/health")
     async def health():
@@ -102,12 +112,20 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        try:
-            turns, kwargs = openai_api.parse_request(await read_json(request))
-            reply = await manager.run_model(lambda: chat(loaded, turns, **kwargs))
+        try:  # images decoded and the prompt tokenized off the event loop and off the model worker
+            turns, kwargs = await asyncio.to_thread(openai_api.parse_request, await read_json(request))
+            prompt = await asyncio.to_thread(prepare_chat, loaded, turns)
+            if prompt.tokens > options.max_prompt_tokens:
+                raise MessageError(
+                    f"the prompt has {prompt.tokens} tokens, over this server's limit of "
+                    f"{options.max_prompt_tokens} (--max-prompt-tokens)"
+                )
+            reply = await manager.run_model(lambda: chat(loaded, prompt, **kwargs))
         except MessageError as exc:
             return refuse(400, str(exc))
-        except RuntimeError:  # the worker is shut down
+        except RuntimeError:
+            if not manager.closing:
+                raise  # a model failure (e.g. out of memory): a 500 from the guard
             return refuse(503, "the server is shutting down", "server_error")
         return openai_api.completion(reply, model_name)
 
@@ -126,7 +144,7 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
                 raise MessageError("request body must be a JSON object")
             start = protocol.parse_message({"type": "start", "options": body.get("options", {})})
             pull = protocol.parse_message({**body, "type": "pull"})
-            check_pull_url(pull.url, options.allow_dir)
+            await asyncio.to_thread(check_pull_url, pull.url, options.allow_dir, options.allow_private_urls)
             session = manager.open("pull")
         except MessageError as exc:
             return refuse(400, str(exc))
@@ -189,10 +207,8 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
             try:
                 if size > limit:
                     raise MessageError(f"message of {size} bytes is over the {limit}-byte limit; ignored")
-                if isinstance(data, bytes):
-                    parsed = protocol.parse_binary(data, session.raw_size)
-                else:
-                    parsed = protocol.parse_text(data, session.raw_size)
+                parse = protocol.parse_binary if isinstance(data, bytes) else protocol.parse_text
+                parsed = await asyncio.to_thread(parse, data, session.raw_size)  # images: off the loop
                 await session.handle(parsed)
             except MessageError as exc:
                 await session.error(str(exc))
@@ -237,6 +253,8 @@ def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_lev
         ws_max_size=2 * options.max_message_bytes + 1024,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=30,
+        http=GuardedH11Protocol.with_timeout(options.header_timeout),
+        limit_concurrency=options.max_connections,
     )
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())

@@ -48,6 +48,23 @@ def register(sub) -> None:
         default=8,
         help="seconds a live session may have waiting for the model before dropping the oldest (default 8)",
     )
+    add(
+        "--max-prompt-tokens",
+        type=positive_int,
+        default=4096,
+        help="largest chat prompt, text and images, in tokens (default 4096; over it: 400)",
+    )
+    add(
+        "--allow-private-urls",
+        action="store_true",
+        help="let sessions pull URLs on loopback, private and link-local addresses (camera networks)",
+    )
+    add(
+        "--max-connections",
+        type=positive_int,
+        default=64,
+        help="open HTTP and WebSocket connections at once (default 64; over it: 503)",
+    )
     add("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     add("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="model dtype")
     add("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -79,6 +96,9 @@ def cmd_serve(args) -> int:
         allow_dir=allow_dir,
         out_dir=Path(args.out_dir),
         max_queued_seconds=args.max_queued_seconds,
+        max_prompt_tokens=args.max_prompt_tokens,
+        allow_private_urls=args.allow_private_urls,
+        max_connections=max(args.max_connections, args.max_sessions + 1),
         stream_defaults=loaded.defaults.get("stream", {}),
     )
     if options.token is None and args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -11,12 +11,18 @@ from ..errors import StreamvlmError
 
 #: Largest frame or image decoded (width · height); PIL only reads the header before this check.
 MAX_PIXELS = 4096 * 4096
+#: Most pixels decoded for one chat request, all its images together (e.g. 16 images of 1920x1080).
+MAX_REQUEST_PIXELS = 2 * MAX_PIXELS
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class MessageError(StreamvlmError):
     """An invalid client message: answered with an error event, the session goes on."""
+
+
+class TooManyPixels(MessageError):
+    """An image over the pixel limit (found from its header, before decoding)."""
 
 
 def b64decode(text: str) -> bytes:
@@ -34,14 +40,18 @@ def b64decode(text: str) -> bytes:
         raise MessageError("image is not valid base64") from None
 
 
-def decode_image(data: bytes, raw_size: tuple[int, int] | None = None) -> np.ndarray:
-    """JPEG or PNG bytes (by their magic number), else raw RGB24 of `raw_size` (width, height)."""
+def decode_image(
+    data: bytes, raw_size: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """JPEG or PNG bytes (by their magic number), else raw RGB24 of `raw_size` (width, height).
+    Images over `max_pixels` are refused from their header, before they are decoded."""
     if data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC):
         try:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise MessageError(f"image of {width}x{height} is over the {MAX_PIXELS}-pixel limit")
+            if width * height > min(max_pixels, MAX_PIXELS):
+                limit = min(max_pixels, MAX_PIXELS)
+                raise TooManyPixels(f"image of {width}x{height} is over the {limit}-pixel limit")
             return np.asarray(image.convert("RGB"))
         except MessageError:
             raise

@@ -3,21 +3,24 @@
 Supported: `messages` (system/developer, user, assistant; content as a string or a list of
 `text` and `image_url` parts, images as base64 `data:` URLs: the server fetches nothing),
 `max_tokens` / `max_completion_tokens` (at most 512), `temperature` (0 = greedy), `seed`, `stop`,
-`n` = 1. `stream: true` and tools are refused with a 400.
+`n` = 1. `stream: true` and tools are refused with a 400, and so are images over
+`MAX_REQUEST_PIXELS` in all (checked from their headers, before decoding).
 """
 
 import secrets
 import time
 
 from ..engine.chat import ChatReply, ChatTurn
-from .frames import MessageError, b64decode, decode_image
+from .frames import MAX_REQUEST_PIXELS, MessageError, TooManyPixels, b64decode, decode_image
 
 MAX_TOKENS = 512
+MAX_SEED = 2**63 - 1
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-def parse_request(body) -> tuple[list[ChatTurn], dict]:
-    """Chat turns and `chat()` keyword arguments; `MessageError` for anything unsupported."""
+def parse_request(body, max_pixels: int = MAX_REQUEST_PIXELS) -> tuple[list[ChatTurn], dict]:
+    """Chat turns and `chat()` keyword arguments; `MessageError` for anything unsupported.
+    Decodes the images (at most `max_pixels` in all): call it off the event loop."""
     if not isinstance(body, dict):
         raise MessageError("request body must be a JSON object")
     if body.get("stream"):
@@ -29,24 +32,35 @@ def parse_request(body) -> tuple[list[ChatTurn], dict]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise MessageError('"messages" must be a non-empty list')
-    turns = [parse_message(m, i) for i, m in enumerate(messages)]
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 128
-    temperature = body.get("temperature", 1.0)
-    seed = body.get("seed", 0)
-    stop = body.get("stop") or []
+    budget = [max_pixels]
+    turns = [parse_message(m, i, budget) for i, m in enumerate(messages)]
+    max_tokens = given(body, "max_completion_tokens", given(body, "max_tokens", 128))
+    temperature = given(body, "temperature", 1.0)
+    seed = given(body, "seed", 0)
+    stop = given(body, "stop", [])
     stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS:
-        raise MessageError(f"max_tokens must be a whole number from 1 to {MAX_TOKENS}")
+    if not whole(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS:
+        raise MessageError(f"max_tokens must be a whole number from 1 to {MAX_TOKENS}, got {max_tokens!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         raise MessageError("temperature must be a number from 0 to 2")
-    if not isinstance(seed, int):
-        raise MessageError("seed must be a whole number")
+    if not whole(seed) or not 0 <= seed <= MAX_SEED:
+        raise MessageError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
         raise MessageError("stop must be a string or a list of at most 4 strings")
     return turns, {"max_tokens": max_tokens, "temperature": float(temperature), "seed": seed, "stop": stop}
 
 
-def parse_message(message, index: int) -> ChatTurn:
+def given(body: dict, name: str, default):
+    """`body[name]`, or `default` when it is absent or null (0 and "" are values, not absent)."""
+    value = body.get(name)
+    return default if value is None else value
+
+
+def whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_message(message, index: int, budget: list[int]) -> ChatTurn:
     if not isinstance(message, dict) or message.get("role") not in ROLES:
         raise MessageError(f"messages[{index}] needs a role: one of {', '.join(ROLES)}")
     content = message.get("content")
@@ -64,7 +78,14 @@ def parse_message(message, index: int) -> ChatTurn:
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str) or not url.startswith("data:"):
                 raise MessageError("images must be base64 data: URLs (data:image/jpeg;base64,...)")
-            parts.append(decode_image(b64decode(url)))
+            try:
+                image = decode_image(b64decode(url), max_pixels=budget[0])
+            except TooManyPixels:
+                raise MessageError(
+                    f"the images of one request may have at most {MAX_REQUEST_PIXELS} pixels in all"
+                ) from None
+            budget[0] -= image.shape[0] * image.shape[1]
+            parts.append(image)
         else:
             raise MessageError(f"messages[{index}]: unsupported content part {kind!r} (text and image_url)")
     return ChatTurn(ROLES[message["role"]], parts)

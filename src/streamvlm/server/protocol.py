@@ -12,22 +12,26 @@ import numpy as np
 
 from .frames import MessageError, b64decode, decode_image, raw_size_of
 
-#: Options a client may set in `start`, with the largest number (or text length) allowed: every
+#: Options a client may set in `start`, with the range allowed (or the longest text): every
 #: session keeps the server's cache policy, so its cache stays bounded whatever the client asks.
+#: A float lower bound of 0.0 is exclusive (temperature and penalty must be > 0).
 NUMBER_OPTIONS = {
-    "fps": 8,
-    "max_new_tokens": 64,
-    "vision_window": 64,
-    "text_rounds": 64,
-    "text_sink": 4096,
-    "text_window": 4096,
-    "temperature": 10.0,
-    "repetition_penalty": 10.0,
-    "seed": 2**63 - 1,
+    "fps": (1, 8),
+    "max_new_tokens": (1, 64),
+    "vision_window": (1, 64),
+    "text_rounds": (1, 64),
+    "text_sink": (0, 4096),
+    "text_window": (0, 4096),
+    "temperature": (0.0, 10.0),
+    "repetition_penalty": (0.0, 10.0),
+    "seed": (0, 2**63 - 1),
 }
 TEXT_OPTIONS = {"query": 4096, "previous_text": 16384, "system_prompt": 4096}
 CLIENT_OPTIONS = (*NUMBER_OPTIONS, *TEXT_OPTIONS, "greedy")
 BINARY_HEADER = struct.Struct("<d")  # binary frame: float64 little-endian stream time, then the image
+#: Latest stream time accepted (about 317 years: Unix times fit), so that every time the session
+#: writes is a number its WebVTT / SRT / JSONL writers represent exactly.
+MAX_STREAM_TIME = 1e10
 
 
 @dataclass
@@ -103,8 +107,10 @@ def parse_binary(data: bytes, raw_size: tuple[int, int] | None = None) -> Frame:
 
 
 def stream_time(t) -> float:
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
-        raise MessageError(f"time must be a number of seconds >= 0, got {t!r}")
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        raise MessageError(f"time must be a number of seconds, got {t!r}")
+    if not 0 <= t <= MAX_STREAM_TIME:
+        raise MessageError(f"time must be from 0 to {MAX_STREAM_TIME:.0e} seconds, got {t!r}")
     return float(t)
 
 
@@ -123,10 +129,11 @@ def client_options(options: dict) -> dict:
             if value is not None and (not isinstance(value, str) or len(value) > TEXT_OPTIONS[name]):
                 raise MessageError(f"option {name} must be text of at most {TEXT_OPTIONS[name]} characters")
         else:
-            limit = NUMBER_OPTIONS[name]
-            whole = isinstance(limit, int)
+            low, high = NUMBER_OPTIONS[name]
+            whole = isinstance(high, int)
             if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
                 raise MessageError(f"option {name} must be a {'whole ' if whole else ''}number")
-            if not 0 <= value <= limit:
-                raise MessageError(f"option {name} must be from 0 to {limit}, got {value}")
+            if not (low <= value if whole else low < value) or value > high:
+                span = f"from {low} to {high}" if whole else f"over {low:g} and at most {high:g}"
+                raise MessageError(f"option {name} must be {span}, got {value}")
     return dict(options)

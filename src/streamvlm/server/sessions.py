@@ -7,12 +7,20 @@ collects its client's frames into seconds (`SecondBuffer`), queues complete seco
 `dropped` event; a pulled source waits instead), and writes every second to its files as it is
 produced. `finish` steps what is still buffered or queued, writes it, sends `closed` and frees
 the cache: on stop, disconnect, idle timeout, end of a pulled source and server shutdown alike.
+
+Across sessions, a live client's second that has waited `max_queued_seconds` for the model (the
+worker serves every session in turn) is dropped when its turn comes, so its latency stays bounded
+however many sessions share the model. Any failure inside a session (the model, a writer, a full
+disk) ends that session alone: a fatal `error` event, `closed`, its slot freed, one log line.
 """
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import math
 import secrets
+import socket
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +42,10 @@ from .protocol import Frame, Ping, Pull, Start, Stop
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER = 1000, 1001, 1008, 1011, 1013
 #: URL schemes a session may pull; anything else is a local path, read only inside --allow-dir.
 REMOTE_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt")
+SEND_TIMEOUT_S = 10.0  # a client that reads nothing for this long is treated as gone
+SHUTDOWN_TIMEOUT_S = 60.0  # shutdown gives up on sessions still finishing after this
 _STOP = object()
+log = logging.getLogger("streamvlm.server")
 
 
 class SessionLimit(StreamvlmError):
@@ -49,24 +60,106 @@ class ServerOptions:
     max_message_bytes: int = 4 * 2**20  # WebSocket messages and HTTP bodies
     allow_dir: Path | None = None  # local files a session may pull; None: none
     out_dir: Path | None = Path("out/sessions")  # <id>.jsonl, <id>.vtt, <id>.stats.jsonl per session
-    max_queued_seconds: int = 8
+    max_queued_seconds: int = 8  # live seconds waiting for the model, in one session and in time
+    max_prompt_tokens: int = 4096  # a chat request's prompt, text and images (over it: 400)
+    allow_private_urls: bool = False  # pulled URLs may name loopback / private / link-local hosts
+    header_timeout: float = 10.0  # a connection must send its request headers within this
+    max_connections: int = 64  # open HTTP + WebSocket connections (over it: 503)
+    pull_reconnect: int = 10  # a pulled live source's reconnect attempts in a row before it fails
     stream_defaults: dict = field(default_factory=dict)  # StreamConfig values before client options
 
 
-def check_pull_url(url: str, allow_dir: Path | None) -> str:
-    """The source spec to open for a pulled URL; local files only inside `allow_dir`."""
-    scheme = urlsplit(url).scheme.lower()
+def check_pull_url(url: str, allow_dir: Path | None, allow_private: bool = False, resolve=None) -> str:
+    """The source spec to open for a pulled URL. A remote host must resolve to public addresses
+    only (unless `allow_private`); a local file must lie inside `allow_dir`, and so must every file
+    a local HLS playlist lists. Blocks on DNS: call it off the event loop."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme in REMOTE_SCHEMES:
+        if not allow_private:
+            check_public_host(url, resolve or socket.getaddrinfo)
         return url
     if scheme not in ("", "file"):
         raise MessageError(f"cannot pull {scheme}: URLs; use one of {', '.join(REMOTE_SCHEMES)}")
     if allow_dir is None:
         raise MessageError("this server does not read its local files (start it with --allow-dir DIR)")
     root = Path(allow_dir).resolve()
-    path = (root / unquote(urlsplit(url).path if scheme else url)).resolve()
+    path = inside(root, root / unquote(parts.path if scheme else url), url)
+    check_playlist(path, root, url)
+    return str(path)
+
+
+def inside(root: Path, path: Path, url: str) -> Path:
+    path = path.resolve()
     if not path.is_relative_to(root):
         raise MessageError(f"{url} is outside the directory the server may read")
-    return str(path)
+    if path.exists() and not path.is_file():
+        raise MessageError(f"{url} is not a regular file")
+    return path
+
+
+def check_public_host(url: str, resolve) -> None:
+    """Refuse a URL whose host is, or resolves to, a loopback, private, link-local, multicast or
+    reserved address (the server must not become a way into its own network)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise MessageError(f"{url} has no host")
+    try:
+        addresses = [ipaddress.ip_address(host)]  # a literal address
+    except ValueError:
+        try:
+            infos = resolve(host, parts.port or 0, type=socket.SOCK_STREAM)
+        except (OSError, ValueError, UnicodeError) as exc:
+            raise MessageError(f"cannot resolve the host of {url}: {exc}") from None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise MessageError(
+                f"{host} is a private or local address ({address}); this server pulls public URLs "
+                "only (start it with --allow-private-urls for a camera network)"
+            )
+
+
+#: Local files FFmpeg would read as lists of other inputs: only HLS playlists are followed here.
+PLAYLIST_MAGIC, CONCAT_MAGIC = b"#EXTM3U", b"ffconcat"
+
+
+def check_playlist(path: Path, root: Path, url: str, depth: int = 0) -> None:
+    """If `path` is an HLS playlist (by its content, whatever its name), every media file, key and
+    variant playlist it names must be a local file inside `root` (checked the same way, 4 deep)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return  # missing or unreadable: opening it reports that
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(CONCAT_MAGIC):
+        raise MessageError(f"{url} is an FFmpeg concat list; pull the media files themselves")
+    if not text.startswith(PLAYLIST_MAGIC):
+        return
+    if depth >= 4:
+        raise MessageError(f"{url}: playlists nested too deep")
+    for entry in playlist_entries(head.decode("utf-8", errors="replace")):
+        where = urlsplit(entry)
+        if len(where.scheme) > 1:  # a URL (a one-letter scheme is a Windows drive)
+            raise MessageError(f"{url} lists {where.scheme}: URLs; a local playlist may list local files only")
+        target = inside(root, path.parent / unquote(where.path), url)
+        check_playlist(target, root, url, depth + 1)
+
+
+def playlist_entries(text: str) -> list[str]:
+    """The URIs an HLS playlist names: its non-tag lines and the URI="..." of its tags."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            out += [m.split('"')[0] for m in line.split('URI="')[1:]]
+        elif line:
+            out.append(line)
+    return out
 
 
 class SecondBuffer:
@@ -140,6 +233,8 @@ class Session:
         self.stepper: asyncio.Task | None = None
         self.puller: asyncio.Task | None = None
         self.stepping = self.failed = False
+        self.refused_start: str | None = None  # why the client's start was refused (no defaults then)
+        self.pull_spec: tuple[str, str] | None = None  # (what is opened, what the client asked for)
         self.writers: list[CommentaryWriter] = []
         self.stats_writer: JsonlWriter | None = None
         self.files: dict[str, str] = {}
@@ -150,9 +245,11 @@ class Session:
 
     # -- messages ---------------------------------------------------------------------------
     async def handle(self, message) -> None:
-        self.touch()
         if self.state not in ("open", "streaming"):
             raise MessageError("the session is closing")
+        if isinstance(message, Ping):  # a ping keeps the socket alive, not the session: no touch
+            await self.send({"type": "pong"})
+            return
         if isinstance(message, Start):
             self.start(message.options, message.raw_size)
             await self.send({"type": "started", "config": asdict(self.config), "files": self.files})
@@ -162,8 +259,7 @@ class Session:
             await self.pull(message)
         elif isinstance(message, Stop):
             await self.finish("stopped")
-        elif isinstance(message, Ping):
-            await self.send({"type": "pong"})
+        self.touch()  # only a message that did something counts as activity
 
     def start(self, options: dict | None = None, raw_size: tuple[int, int] | None = None) -> None:
         if self.engine is not None:
@@ -175,7 +271,9 @@ class Session:
             config = StreamConfig.from_dict({**self.manager.options.stream_defaults, **options})
             self.engine = StreamingSession(self.manager.loaded, config)
         except StreamvlmError as exc:
-            raise MessageError(str(exc)) from None
+            self.refused_start = str(exc)
+            raise MessageError(f"start refused: {exc}") from None
+        self.refused_start = None
         self.config, self.raw_size, self.buffer = config, raw_size, SecondBuffer(config.fps)
         self._open_files()
         self.stepper = asyncio.create_task(self._step_loop())
@@ -185,7 +283,7 @@ class Session:
         if self.puller is not None:
             raise MessageError("this session is pulling a URL: it takes no frames")
         if self.engine is None:
-            self.start()
+            self.start_default()
         for chunk in self.buffer.add(frame.t, frame.image):
             if self.queue.full():  # the model is behind a live client: drop the oldest second
                 old, _ = self.queue.get_nowait()
@@ -199,16 +297,37 @@ class Session:
 
         if self.puller is not None or (self.buffer and (self.buffer.second is not None or self.seconds)):
             raise MessageError("pull comes once, before any frame")
-        spec = check_pull_url(message.url, self.manager.options.allow_dir)
+        options = self.manager.options
+        spec = await asyncio.to_thread(check_pull_url, message.url, options.allow_dir, options.allow_private_urls)
         if self.engine is None:
-            self.start()
+            self.start_default()
         try:
             source = await asyncio.to_thread(
-                open_source, spec, fps=self.config.fps, start=message.start, seconds=message.seconds
+                open_source,
+                spec,
+                fps=self.config.fps,
+                start=message.start,
+                seconds=message.seconds,
+                reconnect=options.pull_reconnect,
             )
         except Exception as exc:
-            raise MessageError(f"cannot open {message.url}: {exc}") from None
+            raise MessageError(f"cannot open {message.url}: {self.redact(str(exc), spec, message.url)}") from None
+        self.pull_spec = (spec, message.url)
         self.puller = asyncio.create_task(self._pull_loop(source))
+
+    def start_default(self) -> None:
+        """Start with the server's defaults (a frame or pull with no start), unless the client's
+        own start was refused: then it must send a valid one first."""
+        if self.refused_start is not None:
+            raise MessageError(f"send a valid start first (the last was refused: {self.refused_start})")
+        self.start()
+
+    def redact(self, text: str, spec: str, url: str) -> str:
+        """`text` without the server's own paths: the resolved file as the client named it."""
+        text = text.replace(spec, url) if spec else text
+        if self.manager.options.allow_dir is not None:
+            text = text.replace(str(Path(self.manager.options.allow_dir).resolve()), "<allow-dir>")
+        return text
 
     # -- the loops --------------------------------------------------------------------------
     async def _pull_loop(self, source) -> None:
@@ -219,14 +338,18 @@ class Session:
                 await self.queue.put((chunk, time.perf_counter()))
                 self.queued += 1
         except Exception as exc:
-            reason, code = f"source failed: {exc}", CLOSE_ERROR
+            reason, code = f"source failed: {self.redact(str(exc), *self.pull_spec)}", CLOSE_ERROR
+            log.warning("session %s: %s", self.id, reason)
             await self.error(reason, fatal=True)
         finally:
             if callable(getattr(source, "close", None)):  # live sources stop their reader
-                await asyncio.to_thread(source.close)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(source.close)
         asyncio.create_task(self.finish(reason, code))
 
     async def _step_loop(self) -> None:
+        """Step queued seconds until `_STOP`. A failure ends the session, never this loop: it goes
+        on draining the queue so that `finish` can always hand it `_STOP`."""
         while (item := await self.queue.get()) is not _STOP:
             chunk, ready = item
             self.queued -= 1
@@ -234,15 +357,36 @@ class Session:
                 continue
             self.stepping = True
             try:
-                line = await self.manager.run_model(self.engine.step, chunk.frames, chunk.start, chunk.end)
+                line = await self.manager.run_model(self._step_if_fresh, chunk, ready)
             except Exception as exc:
-                self.failed = True
-                await self.error(f"the model failed at {chunk.start:.1f} s: {exc}", fatal=True)
-                asyncio.create_task(self.finish("model error", CLOSE_ERROR))
+                await self.fail(f"the model failed at {chunk.start:.1f} s: {exc}", "model error")
                 continue
             finally:
                 self.stepping = False
-            await self._emit(line, ready)
+            try:
+                if line is None:  # waited too long for its turn on the model
+                    self.dropped += 1
+                    await self.send({"type": "dropped", "start": chunk.start, "end": chunk.end})
+                else:
+                    await self._emit(line, ready)
+            except Exception as exc:
+                await self.fail(f"writing second {chunk.start:.1f} s failed: {exc}", "write error")
+
+    def _step_if_fresh(self, chunk: Chunk, ready: float):
+        """On the model worker: step `chunk`, or None for a live client's second that has waited
+        longer than `max_queued_seconds` since it was complete (other sessions had the model)."""
+        if self.puller is None and time.perf_counter() - ready > self.manager.options.max_queued_seconds:
+            return None
+        return self.engine.step(chunk.frames, chunk.start, chunk.end)
+
+    async def fail(self, message: str, reason: str) -> None:
+        """End the session for a failure inside it: one log line, a fatal error, then `closed`."""
+        if self.failed:
+            return
+        self.failed = True
+        log.error("session %s: %s", self.id, message)
+        await self.error(message, fatal=True)
+        asyncio.create_task(self.finish(reason, CLOSE_ERROR))
 
     async def _emit(self, line, ready: float) -> None:
         self.seconds += 1
@@ -266,7 +410,8 @@ class Session:
 
     # -- ending -----------------------------------------------------------------------------
     async def finish(self, reason: str, code: int = CLOSE_NORMAL) -> None:
-        """Step what is buffered and queued, write it, send `closed`, close, free the cache."""
+        """Step what is buffered and queued, write it, send `closed`, close, free the cache.
+        Whatever fails on the way, the files are closed, the slot is freed and `done` is set."""
         if self.state in ("closing", "closed"):
             await self.done.wait()
             return
@@ -275,8 +420,8 @@ class Session:
             if self.puller is not None and not self.puller.done():
                 self.puller.cancel()
                 await asyncio.wait([self.puller])
-            if self.stepper is not None:
-                for chunk in self.buffer.flush():
+            if self.stepper is not None and not self.stepper.done():
+                for chunk in [] if self.failed else self.buffer.flush():
                     await self.queue.put((chunk, time.perf_counter()))
                     self.queued += 1
                 await self.queue.put(_STOP)
@@ -285,10 +430,13 @@ class Session:
             await self.send(closed)
             if self._close is not None:
                 with contextlib.suppress(Exception):  # the client is gone already
-                    await self._close(code, reason.encode()[:120].decode(errors="ignore"))
+                    await asyncio.wait_for(self._close(code, reason.encode()[:120].decode(errors="ignore")), 5)
+        except Exception as exc:  # noqa: BLE001 - never leave a session half closed
+            log.error("session %s: finishing failed: %s", self.id, exc)
         finally:
             for writer in [*self.writers, *([self.stats_writer] if self.stats_writer else [])]:
-                writer.close()
+                with contextlib.suppress(Exception):
+                    writer.close()
             self.engine, self.state = None, "closed"
             self.manager.closed(self)
             self.done.set()
@@ -298,10 +446,12 @@ class Session:
         if self._send is None:
             return
         async with self.send_lock:
+            if self._send is None:
+                return
             try:
-                await self._send(event)
-            except Exception:
-                self._send = None  # disconnected: keep stepping and writing files, stop sending
+                await asyncio.wait_for(self._send(event), SEND_TIMEOUT_S)
+            except Exception:  # disconnected, or reads nothing: keep stepping and writing, stop sending
+                self._send = None
 
     async def error(self, message: str, fatal: bool = False) -> None:
         self.last_error = message
@@ -311,7 +461,9 @@ class Session:
         self.last_active = time.monotonic()
 
     def idle_for(self) -> float:
-        busy = self.stepping or self.queued > 0
+        """Seconds since the client last sent a frame, start, pull or stop (pings do not count);
+        0 while the model works for it or its pulled source is still running (connecting too)."""
+        busy = self.stepping or self.queued > 0 or (self.puller is not None and not self.puller.done())
         return 0.0 if busy else time.monotonic() - self.last_active
 
     def _open_files(self) -> None:
@@ -396,5 +548,11 @@ class SessionManager:
         if self._reaper is not None:
             self._reaper.cancel()
         sessions = list(self.sessions.values())
-        await asyncio.gather(*(s.finish("server shutting down", CLOSE_GOING_AWAY) for s in sessions))
+        finishing = asyncio.gather(
+            *(s.finish("server shutting down", CLOSE_GOING_AWAY) for s in sessions), return_exceptions=True
+        )
+        try:
+            await asyncio.wait_for(finishing, SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.error("shutdown: %d sessions did not finish in %g s", len(self.sessions), SHUTDOWN_TIMEOUT_S)
         self.worker.shutdown(wait=False)

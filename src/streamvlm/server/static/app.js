@@ -15,15 +15,22 @@ function setStatus(text, error = false) {
   $("status").classList.toggle("error", error);
 }
 
+const HEALTH_EVERY_MS = 5000;  // the header's session count follows the server
+let reachable = null;
+
 async function health() {
   try {
     const info = await (await fetch("/health")).json();
     $("model").textContent = `model: ${info.model} · ${info.sessions}/${info.max_sessions} sessions`;
-    $("token-field").hidden = !info.token_required;
-    const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-    if (fromHash) $("token").value = fromHash;
-    setStatus("ready");
+    if (reachable === null) {  // first answer: the token field, then ready
+      $("token-field").hidden = !info.token_required;
+      const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+      if (fromHash) $("token").value = fromHash;
+    }
+    if (reachable !== true && !ws) setStatus("ready");
+    reachable = true;
   } catch (err) {
+    reachable = false;
     setStatus(`server unreachable: ${err}`, true);
   }
 }
@@ -52,6 +59,9 @@ function connect() {
     ws.onclose = (e) => {
       if (e.code !== 1000) setStatus(`closed: ${e.code} ${e.reason}`, e.code !== 1001);
       stopCapture();
+      if (!$("transcript").children.length) showPlaceholder(e.code === 1008
+        ? "Unauthorized: enter the server's token and pick the source again."
+        : `The session closed before any commentary (${e.code} ${e.reason}).`);
       reject(new Error(`closed: ${e.code} ${e.reason}`));
     };
     ws.onerror = () => setStatus("WebSocket error", true);
@@ -145,6 +155,14 @@ function startCapture(timeSource) {
   $("placeholder").hidden = true;
 }
 
+function showPlaceholder(text) {
+  video.pause();
+  video.removeAttribute("src");
+  video.srcObject = null;
+  $("placeholder").textContent = text;
+  $("placeholder").hidden = false;
+}
+
 function stopCapture() {
   clearInterval(timer);
   timer = null;
@@ -201,3 +219,4 @@ $("file").addEventListener("change", (e) => { if (e.target.files[0]) playFile(e.
 $("camera").addEventListener("click", useCamera);
 $("stop").addEventListener("click", stop);
 health();
+setInterval(health, HEALTH_EVERY_MS);
