@@ -11,8 +11,9 @@ from streamvlm.engine.prompt import Renderer
 
 
 def test_layout_matches_the_qwen_chat_template(tiny):
-    """Our piecewise rendering equals the published chat template over the same conversation."""
-    renderer = Renderer(tiny.tokenizer)
+    """Our piecewise rendering equals the published chat template over the same conversation (with
+    the query as a turn of its own: the research layout is tests/test_fidelity_prompt.py's)."""
+    renderer = Renderer(tiny.tokenizer, query_turn="prefix")
     layout = Layout()
     layout.extend(renderer.prefix(query="Commentate on this match", previous_text="Red leads 3 to 1."))
     offsets = torch.zeros(3, 4, dtype=torch.long)

@@ -1,8 +1,9 @@
 """Training samples rendered exactly as the engine sees the stream, and their collation.
 
-A window becomes: system prompt, query, `previous text` memory (cut to head + tail by the same
-`Layout.trim_memory` the engine uses), then per second a user turn (`Time=a-bs` + that second's
-frames) and the assistant turn (" words ..."), all through the engine's `Renderer` and `Layout`.
+A window becomes what the engine started at the window's start shows: system prompt, `previous
+text` memory (cut to head + tail by the same `Layout.trim_memory` the engine uses), then per second
+a user turn (`Time=a-bs` + that second's frames; the query after the first second's frames) and the
+assistant turn (" words ..."), all through the engine's `Renderer` and `Layout` (method §7.2).
 Positions are those of the final sequence (contiguous 3-D M-RoPE). Labels cover the assistant
 turns from after `<|im_start|>assistant\\n` through `<|im_end|>`, silent seconds included.
 """
@@ -18,7 +19,7 @@ import torch
 
 from ..cache.layout import Kind, Layout, Span
 from ..cache.policy import StreamingPolicy
-from ..engine.prompt import Renderer
+from ..engine.prompt import Renderer, query_turn
 from ..models.load import LoadedModel
 from ..sources import VideoFileSource
 from ..words import NUMBER_WORDS
@@ -80,8 +81,8 @@ def render_layout(
     """The window's layout (spans with positions) and its per-second (pixel_values, grid_thw), or with
     `features` (`train.features.VisionFeatures`) its per-second (vision features, grid_thw) read from
     there. `time_shift` seconds are added to the time labels of the user turns."""
-    layout = Layout()
-    layout.extend(renderer.prefix(record.query or None, record.previous))
+    layout, query = Layout(), record.query or None
+    layout.extend(renderer.prefix(query, record.previous))
     layout.trim_memory(options.text_sink, options.text_window)
     layout.commit()
     texts = record.second_texts()
@@ -93,7 +94,7 @@ def render_layout(
             vision = [(e, grid) for e in embeds]
         for k, text in enumerate(texts):
             start = record.video_start + k + time_shift
-            layout.extend(renderer.round(k, start, start + 1, offsets))
+            layout.extend(renderer.round(k, start, start + 1, offsets, query if k == 0 else None))
             layout.extend(renderer.reply(k, text))
         return layout, vision
     source = video_pixels(
@@ -103,7 +104,8 @@ def render_layout(
     try:
         for k, ((chunk, pixels, grid), text) in enumerate(zip(source, texts, strict=False)):
             offsets = loaded.family.vision_offsets(loaded.config, grid, options.fps)
-            layout.extend(renderer.round(k, chunk.start + time_shift, chunk.end + time_shift, offsets))
+            start, end = chunk.start + time_shift, chunk.end + time_shift
+            layout.extend(renderer.round(k, start, end, offsets, query if k == 0 else None))
             layout.extend(renderer.reply(k, text))
             vision.append((pixels, grid))
     except DataError:
@@ -271,6 +273,7 @@ class StreamDataset(torch.utils.data.Dataset):
         self.renderer = Renderer(
             loaded.tokenizer,
             **({"system_prompt": options.system_prompt} if options.system_prompt is not None else {}),
+            query_turn=query_turn(loaded),
         )
         self.handles: list[tuple[Path, int, bool]] = []  # (file, offset, always text-only)
         self.skipped: list[str] = []

@@ -1,23 +1,24 @@
 """The one place that renders the chat layout, for the engine and for training data alike.
 
     <|im_start|>system\n{system}<|im_end|>\n                 PREFIX (never evicted)
-    <|im_start|>user\n{query}<|im_end|>\n                    PREFIX (only with a query)
     <|im_start|>previous text\n                              PREFIX
     {previous text + retired commentary: head + tail}        MEMORY
     <|im_end|>\n                                             MEMORY_END
     <|im_start|>user\n                                       USER_OPEN     } one round per
     Time=12.0-13.0s                                          TIME          } second of stream
     <|vision_start|><|video_pad|>…<|vision_end|>             VISION_*      }
-    <|im_end|>\n                                             USER_CLOSE    }
+    {query, round 0 only}<|im_end|>\n                        USER_CLOSE    }
     <|im_start|>assistant\n                                  REPLY_OPEN    }
      words spoken in that second                             REPLY         }
      ...<|im_end|>\n                                         REPLY_CLOSE   }
 
-The query is a user turn of its own inside the never-evicted prefix (method §2: the research code
-puts it in the first round and loses it after 16 s). Every second's target is its words followed
-by the silence marker " ..."; a silent second is just " ...". Text pieces are tokenised one at a
-time, always the same way, so a prompt rendered for training and the engine's prompt for the same
-seconds are token-identical.
+This is the research inference's layout token for token (method §7.2). The query goes where it
+puts it: after the first second's frames, in that user turn, and it leaves with that turn. A model
+whose checkpoint says `"query_turn": "prefix"` (the shipped world model, trained that way) gets it
+as a user turn of its own after the system prompt, never evicted. Every second's target is its
+words followed by the silence marker " ..."; a silent second is just " ...". Text pieces are
+tokenised one at a time, always the same way, so a prompt rendered for training and the engine's
+prompt for the same seconds are token-identical.
 """
 
 from dataclasses import dataclass
@@ -30,16 +31,28 @@ from ..config import DEFAULT_SYSTEM_PROMPT
 SILENCE = " ..."
 MEMORY_ROLE = "previous text"
 ENCODED = 4096  # texts whose tokens a renderer keeps
+#: Where the query goes: in the first round's user turn after its frames (the research inference),
+#: or as a never-evicted user turn of its own in the prefix.
+QUERY_IN_ROUND, QUERY_IN_PREFIX = "round", "prefix"
 
 
 def time_text(start: float, end: float) -> str:
     return f"Time={start:.1f}-{end:.1f}s"
 
 
+def query_turn(loaded) -> str:
+    """The query placement a checkpoint was trained with (`query_turn` in its `streamvlm.json`)."""
+    turn = loaded.defaults.get("query_turn", QUERY_IN_ROUND)
+    if turn not in (QUERY_IN_ROUND, QUERY_IN_PREFIX):
+        raise ValueError(f"query_turn must be {QUERY_IN_ROUND!r} or {QUERY_IN_PREFIX!r}, not {turn!r}")
+    return turn
+
+
 @dataclass
 class Renderer:
     tokenizer: object
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    query_turn: str = QUERY_IN_ROUND
 
     def __post_init__(self):
         vocab = self.tokenizer.get_vocab()
@@ -74,8 +87,9 @@ class Renderer:
 
     # -- spans ------------------------------------------------------------------------------
     def prefix(self, query: str | None = None, previous_text: str = "") -> list[Span]:
+        """System prompt and the text memory; the query too with `query_turn` "prefix"."""
         ids = [*self.turn_open("system"), *self.encode(self.system_prompt), *self.turn_close()]
-        if query:
+        if query and self.query_turn == QUERY_IN_PREFIX:
             ids += [*self.turn_open("user"), *self.encode(query), *self.turn_close()]
         ids += self.turn_open(MEMORY_ROLE)
         return [
@@ -84,9 +98,18 @@ class Renderer:
             Span(Kind.MEMORY_END, self.turn_close()),
         ]
 
-    def round(self, index: int, start: float, end: float, vision_offsets: torch.Tensor | None) -> list[Span]:
+    def round(
+        self,
+        index: int,
+        start: float,
+        end: float,
+        vision_offsets: torch.Tensor | None,
+        query: str | None = None,
+    ) -> list[Span]:
         """A second's user turn and the assistant header the reply follows. Without vision offsets
-        the turn has no frames (text-only training samples)."""
+        the turn has no frames (text-only training samples). Give the first round the `query`: with
+        `query_turn` "round" it closes that user turn and leaves with the turn's shell."""
+        query = query if query and self.query_turn == QUERY_IN_ROUND else ""
         spans = [
             Span(Kind.USER_OPEN, self.turn_open("user"), index),
             Span(Kind.TIME, self.encode(time_text(start, end)), index),
@@ -98,7 +121,7 @@ class Renderer:
                 Span(Kind.VISION_CLOSE, [self.vision_end], index),
             ]
         return spans + [
-            Span(Kind.USER_CLOSE, self.turn_close(), index),
+            Span(Kind.USER_CLOSE, [*self.encode(query), *self.turn_close()], index),
             Span(Kind.REPLY_OPEN, self.turn_open("assistant"), index),
         ]
 

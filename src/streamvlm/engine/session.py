@@ -23,7 +23,7 @@ from ..config import StreamConfig
 from ..errors import StreamvlmError
 from ..models.load import LoadedModel
 from .decode import Sampler, banned_token_mask
-from .prompt import Renderer
+from .prompt import Renderer, query_turn
 
 
 @dataclass
@@ -76,7 +76,7 @@ class StreamingSession:
         self.model, self.processor, self.family = loaded.model, loaded.processor, loaded.family
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
-        self.renderer = Renderer(loaded.tokenizer, config.system_prompt)
+        self.renderer = Renderer(loaded.tokenizer, config.system_prompt, query_turn(loaded))
         self.policy = make_policy(
             config.policy,
             vision_window=config.vision_window,
@@ -264,7 +264,8 @@ class StreamingSession:
         pixel_values, grid = self.processor(frames, size=self.frame_size)
         offsets = self.family.vision_offsets(self.model.config, grid, self.config.fps)
         self.pixels[index] = (pixel_values, grid)
-        self.layout.extend(self.renderer.round(index, start, end, offsets))
+        query = self.config.query if index == 0 else None  # (where the renderer puts it)
+        self.layout.extend(self.renderer.round(index, start, end, offsets, query))
 
     def _feed(self, all_logits: bool = False) -> torch.Tensor:
         """Run the model over every token not yet in the cache; return the last position's logits

@@ -9,7 +9,7 @@ chat layout and time stamps), so every commentary word is one token.
 import random
 from pathlib import Path
 
-from ..engine.prompt import SILENCE
+from ..engine.prompt import QUERY_IN_PREFIX, SILENCE
 from ..models.tiny import TinySpec, write_tiny_checkpoint
 from .commentary import NICKNAMES, vocabulary
 from .config import WorldConfig
@@ -52,5 +52,6 @@ def world_corpus(seeds: int = 40, seconds: int = 600, seed: int = 0) -> list[str
 
 def init_world_checkpoint(out_dir: str | Path, seed: int = 0, extra: dict | None = None) -> Path:
     """The untrained shipped architecture with its tokenizer and processor files."""
-    extra = {"stream": STREAM_DEFAULTS, **(extra or {})}
+    # the query as a never-evicted user turn of its own, as the shipped model was trained (method §7.2)
+    extra = {"stream": STREAM_DEFAULTS, "query_turn": QUERY_IN_PREFIX, **(extra or {})}
     return write_tiny_checkpoint(out_dir, seed=seed, spec=WORLD_SPEC, corpus=world_corpus(), extra=extra)
