@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--arch", choices=("qwen2_5_vl", "qwen2_vl"), default="qwen2_5_vl")
     tiny.add_argument("--layers", type=positive_int, default=2, help="text layers (default 2)")
+    tiny.add_argument(
+        "--hub-layout",
+        action="store_true",
+        help="lay it out like the Qwen hub repos: bfloat16 shards + index, published key names and "
+        "config, Qwen's generation_config.json, no streamvlm.json",
+    )
     tiny.add_argument("--debug", action="store_true", help="show tracebacks")
     tiny.set_defaults(func=cmd_tiny_model)
 
@@ -164,7 +170,7 @@ def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None
     add("--top-p", type=float, help=f"nucleus sampling mass (default: the model's, else {d.top_p})")
     add("--repetition-penalty", type=float, help=f"default: the model's, else {d.repetition_penalty}")
     add("--seed", type=int, help=f"sampling seed (default {d.seed})")
-    add("--query", help="the instruction, after the first second's frames (method §7.2)")
+    add("--query", help="the instruction, kept for the whole stream")
     add("--previous-text", help="context text placed in the text memory at the start")
     add("--system-prompt", help=f"system prompt (default {d.system_prompt!r})")
     if outputs:
@@ -369,9 +375,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_tiny_model(args) -> int:
-    from .models.tiny import TinySpec, write_tiny_checkpoint
+    from .models.tiny import TinySpec, write_hub_checkpoint, write_tiny_checkpoint
 
-    out = write_tiny_checkpoint(args.dir, seed=args.seed, spec=TinySpec(arch=args.arch, layers=args.layers))
+    write = write_hub_checkpoint if args.hub_layout else write_tiny_checkpoint
+    out = write(args.dir, seed=args.seed, spec=TinySpec(arch=args.arch, layers=args.layers))
     print(out)
     return 0
 
