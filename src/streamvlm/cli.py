@@ -170,7 +170,7 @@ def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None
     add("--top-p", type=float, help=f"nucleus sampling mass (default: the model's, else {d.top_p})")
     add("--repetition-penalty", type=float, help=f"default: the model's, else {d.repetition_penalty}")
     add("--seed", type=int, help=f"sampling seed (default {d.seed})")
-    add("--query", help="the instruction, kept for the whole stream")
+    add("--query", help="the instruction, after the first second's frames (method §7.2)")
     add("--previous-text", help="context text placed in the text memory at the start")
     add("--system-prompt", help=f"system prompt (default {d.system_prompt!r})")
     if outputs:
