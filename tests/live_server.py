@@ -4,17 +4,20 @@ Frame i of the server's clock is encoded and sent at wall time i / rate after th
 (H.264, ultrafast, zero latency, a keyframe every second); a client joining late gets live frames,
 with timestamps starting at 0 on every connection (as an `ffmpeg -listen 1` server gives). Each
 frame is flat grey, its level encoding i mod 12 (`frame_index`), or frame i mod n of `frames`.
-Faults on request: the first connection is closed after `drop_after` seconds, and for `down_for`
-seconds after that every request is answered 503.
+Faults on request: the first connection is closed after `drop_after` seconds (or, `stall=True`,
+goes silent but stays open until the server closes), and for `down_for` seconds after that every
+request is answered 503. `FileServer` serves a folder's files as a plain web server does (with
+their length), for recordings fetched over HTTP.
 
     python tests/live_server.py VIDEO [--rate 10] [--port 8090]   serve a video file live, looped
 """
 
 import contextlib
+import functools
 import threading
 import time
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import av
 import numpy as np
@@ -33,8 +36,10 @@ class LiveTsServer:
         down_for: float = 0.0,
         frames: list[np.ndarray] | None = None,
         port: int = 0,
+        stall: bool = False,
     ):
         self.rate, self.drop_after, self.down_for, self.frames = rate, drop_after, down_for, frames
+        self.stall = stall
         self.size = frames[0].shape[:2] if frames else size
         self.started = time.monotonic()
         self.connections = 0  # requests answered with a stream
@@ -81,6 +86,8 @@ class LiveTsServer:
                 due = self.started + i / self.rate
                 if first and self.drop_after is not None and due - joined > self.drop_after:
                     self.down_until = time.monotonic() + self.down_for
+                    if self.stall:
+                        self.stop.wait()  # silent, open until the server closes
                     break  # the connection drops: no clean end of the stream
                 time.sleep(max(0.0, due - time.monotonic()))
                 if self.frames:
@@ -101,6 +108,24 @@ class LiveTsServer:
 
     def close(self) -> None:
         self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FileServer:
+    """The files of `folder` over HTTP on loopback (Content-Length, no range requests)."""
+
+    def __init__(self, folder):
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -134,7 +134,9 @@ when it is live, never early. Drop policy "latest": at most --max-lag complete s
 engine; when it falls behind, the oldest are dropped whole and counted. A lost connection is
 retried with backoff (0.5 s doubling to 8 s, --reconnect times in a row); stream time goes on and
 the seconds without frames are a gap. --stats lines then carry lag_s and latency_s (glass to text)
-and a final summary line with p50/p99."""
+and always end with a summary line (p50/p99, the source's counts and last error). A URL that names
+a recording (an HTTP file, an HLS playlist with #EXT-X-ENDLIST) is read like a file: at the
+engine's pace, nothing dropped, to its end."""
 
 
 def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
@@ -229,6 +231,12 @@ def add_live_options(p: argparse.ArgumentParser) -> None:
         default=10,
         help="reconnect attempts in a row after a lost connection, or 'forever' (default 10)",
     )
+    g.add_argument(
+        "--rtsp-transport",
+        choices=("tcp", "udp", "auto"),
+        default="tcp",
+        help="rtsp:// over tcp (default: no packet loss, crosses NAT), udp, or auto (FFmpeg: udp, then tcp)",
+    )
     g.add_argument("--stdin-size", default=None, help="SOURCE -: size WxH of the raw frames on stdin")
     g.add_argument(
         "--stdin-format", default="rgb24", help="SOURCE -: FFmpeg pixel format of the frames (default rgb24)"
@@ -260,6 +268,7 @@ def live_kwargs(args) -> dict:
         "stdin_size": size,
         "stdin_format": args.stdin_format,
         "stdin_fps": args.stdin_fps,
+        "rtsp_transport": args.rtsp_transport,
     }
 
 

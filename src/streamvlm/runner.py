@@ -56,8 +56,11 @@ def stream_to_files(
 
     Live sources (chunks with `captured_at`): each stats line also has `lag_s` (how far behind live
     the engine started the second), `latency_s` (glass to text: the line is written that long after
-    its last frame was live) and the source's running counts; at the end (also after an error or
-    Ctrl-C) a `{"summary": ...}` line with p50/p99 goes to the stats file and to stderr."""
+    its last frame was live) and the source's running counts. A source with `.stats` (live, or a
+    recording read through a URL) always ends the stats file with a `{"summary": ...}` line, also
+    printed to stderr, after an error, Ctrl-C or a source that never connected too: the seconds
+    streamed, p50/p99 of lag and latency (None without a live second) and the source's counts
+    and last error."""
     writers = [CommentaryWriter(path) for path in ([out] if out else []) + list(extra_out)]
     stats_writer = JsonlWriter(stats) if stats else None
     status = not quiet and sys.stderr.isatty()
@@ -68,9 +71,9 @@ def stream_to_files(
         for chunk in source:
             taken = time.monotonic()
             line = session.step(chunk.frames, chunk.start, chunk.end)
-            lines.append(Commentary(line.start, line.end, line.text, None))
             for writer in writers:
                 writer.write(line.start, line.end, line.text)
+            lines.append(Commentary(line.start, line.end, line.text, None))  # once it is out
             if not quiet:
                 show(line, status, describe(line) if describe else line.text)
             row = line.stats.to_dict()
@@ -84,11 +87,11 @@ def stream_to_files(
             print(file=sys.stderr)
         for writer in writers:
             writer.close()
-        if meter.latencies:
-            summary = meter.summary()
+        if meter.latencies or meter.source_stats is not None:
+            summary = meter.summary(len(lines))
             if stats_writer:
                 stats_writer.write({"summary": summary})
-            if not quiet:
+            if not quiet and lines:  # without a second, the error says it all
                 print(f"live: {meter.describe(summary)}", file=sys.stderr)
         if stats_writer:
             stats_writer.close()
@@ -112,15 +115,15 @@ class LiveMeter:
             row.update(dropped=s.dropped, gap_seconds=s.gap_seconds, reconnects=s.reconnects)
         return row
 
-    def summary(self) -> dict:
+    def summary(self, seconds: int) -> dict:
         def pct(values, q):
-            return round(float(np.percentile(values, q)), 4)
+            return round(float(np.percentile(values, q)), 4) if values else None
 
         out = {
-            "seconds": len(self.latencies),
+            "seconds": seconds,
             "latency_p50_s": pct(self.latencies, 50),
             "latency_p99_s": pct(self.latencies, 99),
-            "latency_max_s": round(max(self.latencies), 4),
+            "latency_max_s": pct(self.latencies, 100),
             "lag_p50_s": pct(self.lags, 50),
             "lag_p99_s": pct(self.lags, 99),
         }
@@ -130,15 +133,19 @@ class LiveMeter:
 
     @staticmethod
     def describe(s: dict) -> str:
-        text = (
-            f"{s['seconds']} s streamed, glass-to-text latency p50 {s['latency_p50_s']:.2f} s, "
-            f"p99 {s['latency_p99_s']:.2f} s; lag p50 {s['lag_p50_s']:.2f} s"
-        )
+        text = f"{s['seconds']} s streamed"
+        if s["latency_p50_s"] is not None:
+            text += (
+                f", glass-to-text latency p50 {s['latency_p50_s']:.2f} s, "
+                f"p99 {s['latency_p99_s']:.2f} s; lag p50 {s['lag_p50_s']:.2f} s"
+            )
         if "dropped" in s:
             text += (
                 f"; {s['dropped']} s dropped (engine behind), {s['gap_seconds']} s without frames, "
                 f"{s['reconnects']} reconnect attempts"
             )
+        if s.get("last_error"):
+            text += f"; last error: {s['last_error']}"
         return text
 
 

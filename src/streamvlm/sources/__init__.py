@@ -6,7 +6,7 @@ from ..errors import SourceError
 from .base import ArraySource, Chunk, sample_times
 from .file import VideoFileSource
 from .images import ImageFolderSource
-from .live import LiveSource, is_live, open_live
+from .live import LiveSource, is_live, is_recording, open_live
 from .paced import LiveStats, PacedSource, RealtimeSource
 from .synthetic import synthetic_frames, write_video
 
@@ -24,6 +24,7 @@ def open_source(
     stdin_size: tuple[int, int] | None = None,
     stdin_format: str = "rgb24",
     stdin_fps: float | None = None,
+    rtsp_transport: str = "tcp",
 ):
     """An iterable of `Chunk`s (one per second) for `spec`: a folder of images, a video file, or a
     live source (`is_live`: a URL, an .m3u8 playlist, /dev/videoN, `-` for raw frames on stdin).
@@ -32,13 +33,15 @@ def open_source(
     chunks carry `captured_at`, the source has `.stats` (`LiveStats`) and `.close()`. `max_lag`:
     due seconds that may wait for the engine before the oldest are dropped; `reconnect`: attempts
     in a row after a lost connection (None: forever); `stdin_*`: size (W, H), FFmpeg pixel format
-    and frame rate (default `fps`) of raw frames on stdin."""
+    and frame rate (default `fps`) of raw frames on stdin; `rtsp_transport`: tcp, udp or auto.
+    A URL that names a recording (`live.is_recording`: an HTTP file, an ended HLS playlist) is
+    read like a file: at the engine's pace, nothing dropped, ending at its end."""
     if is_live(spec):
         if start:
             raise SourceError(f"--start applies to files and folders, not to the live source {spec}")
         return open_live(
             spec, fps, seconds, max_lag=max_lag, reconnect=reconnect, stdin_size=stdin_size,
-            stdin_format=stdin_format, stdin_fps=stdin_fps,
+            stdin_format=stdin_format, stdin_fps=stdin_fps, rtsp_transport=rtsp_transport,
         )  # fmt: skip
     if stdin_size is not None:
         raise SourceError("--stdin-size applies only to raw frames on stdin (SOURCE -)")
@@ -65,6 +68,7 @@ __all__ = [
     "SourceError",
     "VideoFileSource",
     "is_live",
+    "is_recording",
     "open_source",
     "sample_times",
     "synthetic_frames",

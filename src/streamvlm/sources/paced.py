@@ -8,6 +8,9 @@ behind, the oldest due seconds are dropped, whole, and counted (`stats.dropped`)
 always works on the most recent seconds (with the default `max_lag=1`, on the latest complete
 second). At most `ahead` further seconds may wait for their time to come (a file read ahead, a
 burst); past that the reader blocks. The buffer never holds more than `max_lag + ahead` seconds.
+
+A second without `captured_at` (a recording read through a live source) is due at once and never
+dropped: the reader waits for the engine, as a file would.
 """
 
 import threading
@@ -71,7 +74,7 @@ class PacedSource:
             return True
 
     def _drop_stale(self, now: float) -> None:
-        due = sum(1 for c in self._items if c.captured_at <= now)
+        due = sum(1 for c in self._items if c.captured_at is not None and c.captured_at <= now)
         for _ in range(due - self.max_lag):
             self._items.popleft()
             self.stats.dropped += 1
@@ -112,14 +115,15 @@ class PacedSource:
             while True:
                 now = time.monotonic()
                 self._drop_stale(now)
-                if self._items and self._items[0].captured_at <= now:
+                head = self._items[0] if self._items else None
+                if head is not None and (head.captured_at is None or head.captured_at <= now):
                     self._cond.notify_all()  # room for the reader
                     return self._items.popleft()
                 if self._done and not self._items:
                     if self._error is not None:
                         raise self._error
                     return None
-                wait = self._items[0].captured_at - now if self._items else POLL_S
+                wait = head.captured_at - now if head is not None else POLL_S
                 self._cond.wait(min(max(wait, 0.001), POLL_S))
 
     def buffered(self) -> int:
