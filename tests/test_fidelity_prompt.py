@@ -8,10 +8,14 @@ Where the research code differs from streamvlm on purpose, a reference option tu
 difference on or off, and the tests show both sides.
 """
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
-import torch
 
+import streamvlm
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
 from streamvlm.data.formats import StreamRecord
@@ -28,7 +32,7 @@ class Research:
     def __init__(self, tokenizer):
         self.tok = tokenizer
         self.encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
-        self.im_start, self.im_end = (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
+        self.im_start, self.im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
         (self.lf,) = self.encode("\n")
         self.header = {role: [self.im_start, *self.encode(f"{role}\n")] for role in ("user", "assistant")}
         self.header["previous text"] = [self.im_start, *self.encode("previous text\n")]
@@ -77,7 +81,8 @@ def research_inference(tok, previous, query, seconds, replies, pads, rounds, sin
         time = {"type": "text", "text": f"Time={float(i):.1f}-{float(i + 1):.1f}s"}
         if i == 0:
             user = [time, {"type": "video"}, {"type": "text", "text": query}]
-            text = r.render([{"role": "previous text", "content": previous}, {"role": "user", "content": user}], pads, True)
+            memory = {"role": "previous text", "content": previous}
+            text = r.render([memory, {"role": "user", "content": user}], pads, True)
         else:
             text = r.render([{"role": "user", "content": [time, {"type": "video"}]}], pads, True)
             assert text.startswith(SYSTEM_TURN) and len(SYSTEM_TURN) == 58  # its SYSTEM_PROMPT_OFFSET
@@ -107,7 +112,7 @@ def research_training(tok, record, pads, sink, window, newline_reply=True, space
         conversation.append({"role": "assistant", "content": reply})
     ids = r.encode(r.render(conversation, pads, generation_prompt=False))
     first, last = r.turns(ids, "previous text")[0]
-    if (sink or window) and first + sink + window <= last + 1:  # counted from the block's first and last token
+    if (sink or window) and first + sink + window <= last + 1:  # counted from the block's ends
         del ids[first + sink : last - window + 1]
     labels, skip = [IGNORE] * len(ids), len(r.header["assistant"])  # (3 tokens with Qwen's tokenizer)
     for start, _ in r.turns(ids, "assistant"):
@@ -149,9 +154,10 @@ def test_stream_ids_equal_the_research_inference(tiny, seconds):
     ids, session, pads = stream(tiny, seconds, REPLIES, query=query, previous_text=PREVIOUS, **config)
     r = Research(tiny.tokenizer)
     assert len(r.encode(PREVIOUS)) < sink + window  # (a longer one: the next test)
-    reference = research_inference(tiny.tokenizer, PREVIOUS, query, seconds, REPLIES, pads, 2, sink, window + 1)
+    inputs = (tiny.tokenizer, PREVIOUS, query, seconds, REPLIES, pads, 2, sink)
+    reference = research_inference(*inputs, window + 1)
     assert ids == reference + [r.lf]  # (the research code adds that newline with the next turn)
-    literal = research_inference(tiny.tokenizer, PREVIOUS, query, seconds, REPLIES, pads, 2, sink, window)
+    literal = research_inference(*inputs, window)
     full = session.layout.find(Kind.MEMORY).n == sink + window
     assert len(ids) - 1 - len(literal) == full  # a full memory: sink + w here, sink + w - 1 there
     if seconds == 7:
@@ -183,18 +189,19 @@ def test_round_zero_memory_is_cut_before_it_is_seen(tiny):
 
 def test_shipped_layout_keeps_the_query_in_the_prefix(tiny):
     """`query_turn: prefix` (the shipped world model's checkpoint): a user turn of its own, kept."""
-    tiny.defaults["query_turn"] = "prefix"
-    try:
-        late, _, _ = stream(tiny, 3, REPLIES, query="Commentate on this match", vision_window=2, text_rounds=2)
-    finally:
-        del tiny.defaults["query_turn"]
+    shipped = json.loads((Path(streamvlm.__file__).parent / "assets/world-model/streamvlm.json").read_text())
+    assert shipped["query_turn"] == "prefix"  # what it was trained with
+    query = "Commentate on this match"
+    loaded = replace(tiny, defaults={**tiny.defaults, "query_turn": "prefix"})
+    late, _, _ = stream(loaded, 3, REPLIES, query=query, vision_window=2, text_rounds=2)
     r = Research(tiny.tokenizer)
-    head = r.encode(SYSTEM_TURN) + r.header["user"] + r.encode("Commentate on this match") + [r.im_end, r.lf]
+    head = r.encode(SYSTEM_TURN) + r.header["user"] + r.encode(query) + [r.im_end, r.lf]
     assert late[: len(head)] == head
 
 
 def training_record(clip, previous):
-    words = [(0.2, 0.6, "Red"), (0.6, 0.9, "serves"), (2.1, 2.5, "Blue"), (2.5, 3.0, "returns"), (4.5, 4.9, "out")]
+    words = [(0.2, 0.6, "Red"), (0.6, 0.9, "serves"), (2.1, 2.5, "Blue"), (2.5, 3.0, "returns")]
+    words.append((4.5, 4.9, "out"))
     return StreamRecord(str(clip), 0.0, 6.0, previous=previous, words=words)
 
 
