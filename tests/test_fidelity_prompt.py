@@ -19,6 +19,7 @@ import streamvlm
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
 from streamvlm.data.formats import StreamRecord
+from streamvlm.errors import StreamvlmError
 from streamvlm.data.sample import IGNORE, RenderOptions, render_sample
 from streamvlm.engine.prompt import Renderer
 from streamvlm.sources import synthetic_frames
@@ -197,6 +198,11 @@ def test_shipped_layout_keeps_the_query_in_the_prefix(tiny):
     r = Research(tiny.tokenizer)
     head = r.encode(SYSTEM_TURN) + r.header["user"] + r.encode(query) + [r.im_end, r.lf]
     assert late[: len(head)] == head
+
+
+def test_an_unknown_query_turn_is_refused(tiny):
+    with pytest.raises(StreamvlmError, match="query_turn must be 'round' or 'prefix', not 'middle'"):
+        StreamingSession(replace(tiny, defaults={**tiny.defaults, "query_turn": "middle"}))
 
 
 def training_record(clip, previous):

@@ -12,13 +12,13 @@
      words spoken in that second                             REPLY         }
      ...<|im_end|>\n                                         REPLY_CLOSE   }
 
-This is the research inference's layout token for token (method §7.2). The query goes where it
-puts it: after the first second's frames, in that user turn, and it leaves with that turn. A model
-whose checkpoint says `"query_turn": "prefix"` (the shipped world model, trained that way) gets it
-as a user turn of its own after the system prompt, never evicted. Every second's target is its
-words followed by the silence marker " ..."; a silent second is just " ...". Text pieces are
-tokenised one at a time, always the same way, so a prompt rendered for training and the engine's
-prompt for the same seconds are token-identical.
+This is the research inference's layout (method §7.2 lists the few differences). The query goes
+where it puts it: after the first second's frames, in that user turn, and it leaves with that
+turn. A model whose checkpoint says `"query_turn": "prefix"` (the shipped world model, trained that
+way) gets it as a user turn of its own after the system prompt, never evicted. Every second's
+target is its words followed by the silence marker " ..."; a silent second is just " ...". Text
+pieces are tokenised one at a time, always the same way, so a prompt rendered for training and the
+engine's prompt for the same seconds are token-identical.
 """
 
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ import torch
 
 from ..cache.layout import Kind, Span
 from ..config import DEFAULT_SYSTEM_PROMPT
+from ..errors import StreamvlmError
 
 SILENCE = " ..."
 MEMORY_ROLE = "previous text"
@@ -44,7 +45,8 @@ def query_turn(loaded) -> str:
     """The query placement a checkpoint was trained with (`query_turn` in its `streamvlm.json`)."""
     turn = loaded.defaults.get("query_turn", QUERY_IN_ROUND)
     if turn not in (QUERY_IN_ROUND, QUERY_IN_PREFIX):
-        raise ValueError(f"query_turn must be {QUERY_IN_ROUND!r} or {QUERY_IN_PREFIX!r}, not {turn!r}")
+        allowed = f"{QUERY_IN_ROUND!r} or {QUERY_IN_PREFIX!r}"
+        raise StreamvlmError(f"{loaded.path}: query_turn must be {allowed}, not {turn!r}")
     return turn
 
 
