@@ -90,9 +90,12 @@ def test_hub_layout_loads_like_the_same_weights_in_the_tiny_layout(arch, tmp_pat
     torch.testing.assert_close(_logits(load_model(str(hub))), _logits(reference), rtol=0, atol=1e-6)
 
 
-def test_hub_layout_streams_from_the_command_line(hub_dir, clip, tmp_path):
-    out = tmp_path / "c.jsonl"
-    assert main(["run", str(clip), "--model", str(hub_dir), "--seconds", "3", "--out", str(out), "--quiet"]) == 0
+def test_hub_layout_streams_from_the_command_line(clip, tmp_path):
+    hub, out = tmp_path / "hub", tmp_path / "c.jsonl"
+    assert main(["tiny-model", str(hub), "--hub-layout", "--arch", "qwen2_vl"]) == 0
+    assert (hub / INDEX).is_file() and not (hub / "streamvlm.json").exists()
+    argv = ["run", str(clip), "--model", str(hub), "--seconds", "3", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
     assert len(out.read_text().splitlines()) == 3
 
 
@@ -119,7 +122,13 @@ def test_streamvlm_json_stream_defaults_come_before_the_generation_config(hub_di
     shutil.copytree(hub_dir, own)
     (own / "streamvlm.json").write_text(json.dumps({"stream": {"top_k": 7, "greedy": True}}))
     stream = load_model(str(own)).defaults["stream"]
-    assert stream == {"top_k": 7, "greedy": True, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05}
+    assert stream == {
+        "top_k": 7,
+        "greedy": True,
+        "top_p": 0.001,
+        "temperature": 0.1,
+        "repetition_penalty": 1.05,
+    }
 
 
 def test_top_k_1_streams_exactly_like_greedy_with_the_penalty(hub_dir, clip, tmp_path):
@@ -138,7 +147,9 @@ def test_top_k_1_streams_exactly_like_greedy_with_the_penalty(hub_dir, clip, tmp
     assert default != run("sampled", "--top-k", "0", "--top-p", "1", "--temperature", "1.5")
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (0.9, 20, 0.5)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (0.9, 20, 0.5)]
+)
 def test_sampling_distribution_matches_transformers(temperature, top_k, top_p):
     """Independent reference: transformers' processors in generate()'s order."""
     torch.manual_seed(0)
@@ -276,24 +287,29 @@ def test_tied_embeddings_may_leave_out_lm_head(broken):
 
 def test_missing_index_and_missing_shard(broken):
     (broken / INDEX).rename(broken / "index.bak")
-    with pytest.raises(ModelLoadError, match=rf"has weight shards \(model-00001-of-00003.safetensors, ...\) but no {INDEX}"):
+    shards = r"has weight shards \(model-00001-of-00003.safetensors, ...\) but no "
+    with pytest.raises(ModelLoadError, match=shards + INDEX):
         load_model(str(broken))
     (broken / "index.bak").rename(broken / INDEX)
     (broken / "model-00002-of-00003.safetensors").unlink()
-    with pytest.raises(ModelLoadError, match=rf"missing 1 of the 3 weight shards listed in {INDEX}: model-00002"):
+    with pytest.raises(ModelLoadError, match=rf"missing 1 of the 3 weight shards listed in {INDEX}: model-"):
         load_model(str(broken))
 
 
 def test_other_architectures_and_devices(broken, hub_dir):
-    """Text-only Qwen weights under a Qwen2.5-VL config; a quantized config; cuda without CUDA."""
+    """Text-only Qwen weights under a Qwen2.5-VL config; a quantized config; a dtype we do not load;
+    cuda without CUDA."""
     _edit_weights(broken, _drop("visual."))
-    with pytest.raises(ModelLoadError, match=r"does not match its config.json \(qwen2_5_vl\): missing weights model\.visual"):
+    text_only = r"does not match its config.json \(qwen2_5_vl\): missing weights model\.visual"
+    with pytest.raises(ModelLoadError, match=text_only):
         load_model(str(broken))
     config = json.loads((broken / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "awq", "bits": 4}
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=r"quantized checkpoint \(awq\)"):
         load_model(str(broken))
+    with pytest.raises(ModelLoadError, match="unknown dtype 'float64'; choose one of float32, bfloat16"):
+        load_model(str(hub_dir), dtype="float64")
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="device cuda: CUDA is not available"):
             load_model(str(hub_dir), device="cuda")

@@ -31,6 +31,7 @@ FLOAT_STORAGE = ("F32", "BF16", "F16", "F64")
 #: generation_config.json fields that become streaming defaults (method §7.4).
 GENERATION_DEFAULTS = ("temperature", "top_k", "top_p", "repetition_penalty")
 INDEX = "model.safetensors.index.json"
+SINGLE_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -84,11 +85,12 @@ def check_model_dir(path: Path) -> None:
         missing.append("config.json")
     if (path / INDEX).is_file():
         _check_shards(path)
-    elif not any((path / w).is_file() for w in ("model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json")):
+    elif not any((path / w).is_file() for w in SINGLE_WEIGHTS):
         shards = sorted(path.glob("model-*-of-*.safetensors"))
         if shards:
             raise ModelLoadError(
-                f"model directory {path} has weight shards ({shards[0].name}, ...) but no {INDEX} to list them"
+                f"model directory {path} has weight shards ({shards[0].name}, ...) "
+                f"but no {INDEX} to list them"
             )
         missing.append(f"weights (model.safetensors, or {INDEX} and its shards)")
     if not (
@@ -125,7 +127,7 @@ def check_weight_dtypes(path: Path) -> None:
     for file in weight_files(path):
         try:
             with safe_open(file, framework="pt") as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                     dtype = f.get_slice(name).get_dtype()
                     if dtype not in FLOAT_STORAGE:
                         raise ModelLoadError(
@@ -206,8 +208,10 @@ def load_model(
     family = FAMILIES[config.model_type]
     quantization = getattr(config, "quantization_config", None)
     if quantization:
-        method = quantization.get("quant_method") if isinstance(quantization, dict) else type(quantization).__name__
-        raise ModelLoadError(f"{path} is a quantized checkpoint ({method}); streamvlm loads unquantized weights only")
+        method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization
+        raise ModelLoadError(
+            f"{path} is a quantized checkpoint ({method}); streamvlm loads unquantized weights only"
+        )
     check_weight_dtypes(path)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

@@ -365,7 +365,8 @@ def write_hub_checkpoint(
         save_file(part, out / file, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(part, file))
     total = sum(v.numel() * v.element_size() for v in weights.values())
-    _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    _write_json(out / "model.safetensors.index.json", index)
     _write_json(out / "config.json", _published_config(model, dtype))
     ids = tokenizer.convert_tokens_to_ids
     gen = {
