@@ -410,7 +410,11 @@ def _published_config(model, dtype: torch.dtype) -> dict:
         "architectures": [type(model).__name__],
         **{k: v for k, v in data.items() if k not in ("dtype", "transformers_version")},
         **{k: v for k, v in text.items() if k not in ("model_type", "layer_types", "dtype")},
-        "rope_scaling": {"type": "mrope", "mrope_section": rope["mrope_section"]},
+        "rope_scaling": (  # as each family's published config.json writes it
+            {"mrope_section": rope["mrope_section"], "rope_type": "default", "type": "default"}
+            if config.model_type == "qwen2_5_vl"
+            else {"type": "mrope", "mrope_section": rope["mrope_section"]}
+        ),
         "rope_theta": rope["rope_theta"],
         "tie_word_embeddings": config.tie_word_embeddings,
         "torch_dtype": str(dtype).removeprefix("torch."),
