@@ -64,3 +64,36 @@ def test_page_streams_a_video_file_and_a_webcam_with_captions(tiny, tmp_path):
         shutil.copy(shot, artifacts / shot.name)
     sessions = sorted((tmp_path / "sessions").glob("*.jsonl"))
     assert len([p for p in sessions if not p.name.endswith(".stats.jsonl")]) == 2
+
+
+def test_page_follows_the_session_count_and_explains_an_auth_failure(tiny, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    from server_helpers import events
+    from websockets.sync.client import connect
+
+    from streamvlm.sources import synthetic_frames, write_video
+
+    video = write_video(tmp_path / "clip.mp4", synthetic_frames(2, 8, (120, 160)), fps=8)
+    server = LiveServer(tiny, out_dir=tmp_path / "sessions", token="s3cret")
+    with server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS + MEDIA_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+            assert "0/4 sessions" in page.text_content("#model")
+            with connect(server.ws_url + "?token=s3cret") as ws:  # a session opened elsewhere
+                events(ws, until="ready")
+                page.wait_for_function(
+                    "document.getElementById('model').textContent.includes('1/4 sessions')", timeout=15_000
+                )
+            page.set_input_files("#file", str(video))  # no token given: refused with 1008
+            page.wait_for_function(
+                "document.getElementById('placeholder').textContent.startsWith('Unauthorized')", timeout=15_000
+            )
+            assert page.is_visible("#placeholder") and "1008" in page.text_content("#status")
+            emptied = "v => !v.getAttribute('src') && !v.srcObject && v.networkState === v.NETWORK_EMPTY"
+            assert page.eval_on_selector("#video", emptied)  # no frame left under the message
+            assert page.request.get(server.url + "/favicon.ico").ok
+        finally:
+            browser.close()

@@ -272,10 +272,12 @@ def test_refused_start_options_do_not_fall_back_to_defaults(tiny, tmp_path):
             ws.send(json.dumps({"type": "start", "options": options}))
             error = json.loads(ws.recv(timeout=10))
             assert error["type"] == "error" and word in error["message"], options
+            ws.send(binary_frame(0.0, frames(1)[0]))  # no silent fallback to the server's defaults
+            assert "send a valid start first" in json.loads(ws.recv(timeout=10))["message"]
         server.manager.options.stream_defaults = {"policy": "sliding", "reset_every": 0}  # fails in start()
         ws.send(json.dumps({"type": "start", "options": FAST}))
         assert "start refused" in json.loads(ws.recv(timeout=10))["message"]
-        ws.send(binary_frame(0.0, frames(1)[0]))  # no silent fallback to the server's defaults
+        ws.send(json.dumps({"type": "pull", "url": "clip.mp4"}))
         assert "send a valid start first" in json.loads(ws.recv(timeout=10))["message"]
         server.manager.options.stream_defaults = {}
         ws.send(json.dumps({"type": "start", "options": FAST}))

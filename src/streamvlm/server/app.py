@@ -19,6 +19,7 @@ from ..engine.chat import chat, prepare_chat
 from . import openai_api, protocol
 from .connections import GuardedH11Protocol
 from .frames import MessageError
+from .protocol import BadStart
 from .sessions import (
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
@@ -210,6 +211,9 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
                 parse = protocol.parse_binary if isinstance(data, bytes) else protocol.parse_text
                 parsed = await asyncio.to_thread(parse, data, session.raw_size)  # images: off the loop
                 await session.handle(parsed)
+            except BadStart as exc:
+                session.refused(str(exc))
+                await session.error(str(exc))
             except MessageError as exc:
                 await session.error(str(exc))
         await session.finish("disconnected")

@@ -34,6 +34,10 @@ BINARY_HEADER = struct.Struct("<d")  # binary frame: float64 little-endian strea
 MAX_STREAM_TIME = 1e10
 
 
+class BadStart(MessageError):
+    """A refused `start`: the session then takes no frame or pull until a valid start arrives."""
+
+
 @dataclass
 class Start:
     options: dict
@@ -82,9 +86,12 @@ def parse_message(message, raw_size: tuple[int, int] | None = None):
     if kind == "start":
         options = message.get("options", {})
         raw = message.get("raw") or {}
-        if not isinstance(options, dict) or not isinstance(raw, dict):
-            raise MessageError('"options" and "raw" must be JSON objects')
-        return Start(client_options(options), raw_size_of(raw.get("width"), raw.get("height")))
+        try:
+            if not isinstance(options, dict) or not isinstance(raw, dict):
+                raise MessageError('"options" and "raw" must be JSON objects')
+            return Start(client_options(options), raw_size_of(raw.get("width"), raw.get("height")))
+        except MessageError as exc:
+            raise BadStart(f"start refused: {exc}") from None
     if kind == "pull":
         url, start, seconds = message.get("url"), message.get("start", 0), message.get("seconds")
         if not isinstance(url, str) or not url or len(url) > 4096:

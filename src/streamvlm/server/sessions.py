@@ -271,8 +271,7 @@ class Session:
             config = StreamConfig.from_dict({**self.manager.options.stream_defaults, **options})
             self.engine = StreamingSession(self.manager.loaded, config)
         except StreamvlmError as exc:
-            self.refused_start = str(exc)
-            raise MessageError(f"start refused: {exc}") from None
+            raise self.refused(f"start refused: {exc}") from None
         self.refused_start = None
         self.config, self.raw_size, self.buffer = config, raw_size, SecondBuffer(config.fps)
         self._open_files()
@@ -297,6 +296,8 @@ class Session:
 
         if self.puller is not None or (self.buffer and (self.buffer.second is not None or self.seconds)):
             raise MessageError("pull comes once, before any frame")
+        if self.engine is None and self.refused_start is not None:
+            self.start_default()  # raises: the client's own start was refused
         options = self.manager.options
         spec = await asyncio.to_thread(check_pull_url, message.url, options.allow_dir, options.allow_private_urls)
         if self.engine is None:
@@ -315,11 +316,17 @@ class Session:
         self.pull_spec = (spec, message.url)
         self.puller = asyncio.create_task(self._pull_loop(source))
 
+    def refused(self, message: str) -> MessageError:
+        """Remember a refused start (no frame or pull until a valid one); the error to send."""
+        if self.engine is None:
+            self.refused_start = message
+        return MessageError(message)
+
     def start_default(self) -> None:
         """Start with the server's defaults (a frame or pull with no start), unless the client's
         own start was refused: then it must send a valid one first."""
         if self.refused_start is not None:
-            raise MessageError(f"send a valid start first (the last was refused: {self.refused_start})")
+            raise MessageError(f"send a valid start first (the last one was refused: {self.refused_start})")
         self.start()
 
     def redact(self, text: str, spec: str, url: str) -> str:

@@ -159,6 +159,7 @@ function showPlaceholder(text) {
   video.pause();
   video.removeAttribute("src");
   video.srcObject = null;
+  video.load();  // drop the picture, so the message is not drawn over a frame
   $("placeholder").textContent = text;
   $("placeholder").hidden = false;
 }
