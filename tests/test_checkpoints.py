@@ -313,3 +313,26 @@ def test_other_architectures_and_devices(broken, hub_dir):
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="device cuda: CUDA is not available"):
             load_model(str(hub_dir), device="cuda")
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("top_p", 0, r"top_p 0 is not a valid value"),
+        ("top_k", -1, r"top_k -1 is not a valid value"),
+        ("eos_token_id", [602, 10**6], r"eos_token_id \[602, 1000000\] is not a token id below 640"),
+        ("eos_token_id", "<|im_end|>", r"eos_token_id '<\|im_end\|>' is not a token id"),
+    ],
+)
+def test_a_bad_generation_config_is_named(broken, field, value, message):
+    gen = json.loads((broken / "generation_config.json").read_text())
+    (broken / "generation_config.json").write_text(json.dumps({**gen, field: value}))
+    with pytest.raises(ModelLoadError, match="generation_config.json: " + message):
+        load_model(str(broken))
+
+
+def test_temperature_0_in_the_generation_config_means_greedy(broken):
+    gen = json.loads((broken / "generation_config.json").read_text())
+    (broken / "generation_config.json").write_text(json.dumps({**gen, "temperature": 0.0}))
+    config = StreamConfig.from_dict(load_model(str(broken)).defaults["stream"])
+    assert config.greedy and config.top_k == 1

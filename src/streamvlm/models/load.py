@@ -165,7 +165,7 @@ def check_loading_info(info: dict, config, path: Path) -> None:
         )
 
 
-def generation_defaults(path: Path) -> tuple[dict, tuple[int, ...]]:
+def generation_defaults(path: Path, vocab_size: int) -> tuple[dict, tuple[int, ...]]:
     """Decoding defaults (StreamConfig fields) and eos ids from `generation_config.json`."""
     file = path / "generation_config.json"
     if not file.is_file():
@@ -175,12 +175,30 @@ def generation_defaults(path: Path) -> tuple[dict, tuple[int, ...]]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"cannot read {file}: {exc}") from exc
     stream = {k: data[k] for k in GENERATION_DEFAULTS if data.get(k) is not None}
+    for name, value in stream.items():
+        if not _valid_setting(name, value):
+            raise ModelLoadError(f"{file}: {name} {value!r} is not a valid value")
     if stream.get("temperature", 1.0) <= 0:  # some checkpoints write temperature 0 for greedy
         del stream["temperature"]
         stream["greedy"] = True
     eos = data.get("eos_token_id")
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return stream, tuple(int(i) for i in eos)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else eos
+    if not isinstance(eos, list) or not all(isinstance(i, int) and 0 <= i < vocab_size for i in eos):
+        raise ModelLoadError(
+            f"{file}: eos_token_id {data.get('eos_token_id')!r} is not a token id below {vocab_size} "
+            "or a list of them"
+        )
+    return stream, tuple(eos)
+
+
+def _valid_setting(name: str, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if name == "top_k":
+        return isinstance(value, int) and value >= 0
+    if name == "top_p":
+        return 0 < value <= 1
+    return name == "temperature" or value > 0  # repetition_penalty
 
 
 def load_model(
@@ -213,6 +231,7 @@ def load_model(
             f"{path} is a quantized checkpoint ({method}); streamvlm loads unquantized weights only"
         )
     check_weight_dtypes(path)
+    decoding, eos_ids = generation_defaults(path, config.text_config.vocab_size)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -236,7 +255,6 @@ def load_model(
     defaults = {}
     if (path / "streamvlm.json").is_file():
         defaults = json.loads((path / "streamvlm.json").read_text())
-    decoding, eos_ids = generation_defaults(path)
     if decoding:  # streamvlm.json's own stream defaults come first
         defaults["stream"] = {**decoding, **defaults.get("stream", {})}
     processor = VideoProcessor.from_pretrained(path, min_pixels=min_pixels, max_pixels=max_pixels)
