@@ -31,7 +31,9 @@ def reference_frames(height: int, width: int, t: int = 2, seed: int = 0) -> np.n
     yy, xx = np.mgrid[0:height, 0:width]
     out = []
     for i in range(t):
-        f = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) * 7 + 40 * i], -1)
+        f = np.stack(
+            [xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) * 7 + 40 * i], -1
+        )
         f = f % 256
         for _ in range(12):
             y0, x0 = rng.integers(0, height), rng.integers(0, width)
@@ -65,7 +67,10 @@ def main() -> None:
     torch.set_num_threads(2)
     print(f"torchvision {torchvision.__version__}, torch {torch.__version__}")
     hf = Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    ours = {path: VideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, resize=path) for path in ("float", "pil")}
+    ours = {
+        path: VideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, resize=path)
+        for path in ("float", "pil")
+    }
     fixture = {}
     for height, width in SIZES:
         frames = reference_frames(height, width)
@@ -75,7 +80,9 @@ def main() -> None:
         # the research code (livecc_utils `_spatial_resize_video`) and qwen-vl-utils `fetch_video`
         research = tv1.resize(x, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True)
         fixture[f"{height}x{width}"] = research[SUBSAMPLE].numpy()
-        fixture[f"{height}x{width}_sha256"] = np.frombuffer(hashlib.sha256(research.numpy()).digest(), np.uint8)
+        fixture[f"{height}x{width}_sha256"] = np.frombuffer(
+            hashlib.sha256(research.numpy()).digest(), np.uint8
+        )
         hf_out = hf(videos=[x], return_tensors="pt", cap_pixels_per_frame=False)
         print(f"{width}x{height} -> {w}x{h}, grid {hf_out['video_grid_thw'][0].tolist()}")
         for path, processor in ours.items():
@@ -85,8 +92,8 @@ def main() -> None:
             assert grid.tolist() == hf_out["video_grid_thw"][0].tolist()
             hf_diff = (pixels - hf_out["pixel_values_videos"]).abs()
             print(
-                f"  {path:5s} vs torchvision resize: mean {diff.mean():.3f}, max {diff.max():.0f} grey levels, "
-                f"{(diff > 0).float().mean():.1%} differ, {(diff > 1).float().mean():.2%} by > 1; "
+                f"  {path:5s} vs torchvision resize: mean {diff.mean():.3f}, max {diff.max():.0f} grey "
+                f"levels, {(diff > 0).float().mean():.1%} differ, {(diff > 1).float().mean():.2%} by > 1; "
                 f"pixel_values vs transformers' video processor (CPU): max {hf_diff.max():.4f}"
             )
     FIXTURE.parent.mkdir(exist_ok=True)

@@ -8,9 +8,9 @@ pixel_reference.py), so its resize is a recorded reference: tests/data/pixel_ref
 from functools import lru_cache
 
 import numpy as np
+import pixel_reference
 import pytest
 import torch
-import pixel_reference
 from pixel_reference import FIXTURE, MAX_PIXELS, MIN_PIXELS, SIZES, SUBSAMPLE
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize

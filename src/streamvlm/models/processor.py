@@ -117,7 +117,7 @@ class VideoProcessor:
             bicubic = Image.Resampling.BICUBIC
             out = [np.asarray(Image.fromarray(f).resize((width, height), resample=bicubic)) for f in frames]
             return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
-        y = F.interpolate(x.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+        y = F.interpolate(x.float(), (height, width), mode="bicubic", align_corners=False, antialias=True)
         return y.clamp_(0, 255).round_().to(torch.uint8)
 
     # -- persistence ------------------------------------------------------------------------
@@ -159,4 +159,3 @@ class VideoProcessor:
             data.update({k: extra[k] for k in ("min_pixels", "max_pixels", "resize") if k in extra})
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
-
