@@ -113,10 +113,17 @@ class LiveTsServer:
 
 
 class FileServer:
-    """The files of `folder` over HTTP on loopback (Content-Length, no range requests)."""
+    """The files of `folder` over HTTP on loopback (Content-Length, no range requests). `cut`: send
+    only that fraction of each file, then close (a transfer broken off)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, cut: float | None = None):
         class Handler(SimpleHTTPRequestHandler):
+            def copyfile(self, source, outputfile):
+                if cut is None:
+                    return super().copyfile(source, outputfile)
+                data = source.read()
+                outputfile.write(data[: int(len(data) * cut)])
+
             def log_message(self, *args):
                 pass
 

@@ -69,6 +69,20 @@ def test_a_recording_by_url_is_read_like_a_file(files, name):
     assert source.recording is True
 
 
+def test_a_recording_that_breaks_off_is_an_error_not_a_replay(files):
+    cut = FileServer(files.folder, cut=0.5)  # half of match.ts, then the connection closes
+    try:
+        source = open_source(f"{cut.base}/match.ts", fps=2, seconds=9)
+        source.backoff = 0.05
+        got = []
+        with pytest.raises(SourceError, match=r"recording broke off after \d s .*not retried"):
+            for chunk in source:
+                got.append(chunk.start)
+    finally:
+        cut.close()
+    assert got == list(range(len(got))) and 1 <= len(got) < 6 and source.stats.reconnects == 0
+
+
 def test_a_live_playlist_that_ends_is_not_replayed(files):
     playlist = files.folder / "live.m3u8"
     assert "#EXT-X-ENDLIST" not in playlist.read_text()

@@ -19,7 +19,7 @@ A URL may name a recording rather than a live stream: `is_recording` tells them 
 input opens (FFmpeg knows its duration: a file, an HLS playlist with #EXT-X-ENDLIST; or an HTTP
 server announced its length). A recording is read like a file: at the engine's pace (no wall-clock
 pacing, nothing dropped, `captured_at` None), timed by its timestamps alone, and its end ends the
-stream (no reconnect, which would replay it; a connection lost midway is an error). A live input
+stream (no reconnect, which would replay it; a recording that breaks off is an error). A live input
 that turns out finite on a reconnect (a playlist that got its #EXT-X-ENDLIST) has ended.
 """
 
@@ -198,7 +198,7 @@ class LiveSource(PacedSource):
                     return
                 self.stats.last_error = reason
                 raise SourceError(
-                    f"{self.label}: connection lost {seconds} s into the recording ({reason}); "
+                    f"{self.label}: the recording broke off after {seconds} s ({reason}); "
                     "not retried: it would start again from its beginning"
                 )
             if self.reconnect == 0:  # stdin: the end of the input is the end of the stream
