@@ -46,6 +46,13 @@ def files(tmp_path_factory):
     server.close()
 
 
+@pytest.fixture
+def server(request):
+    srv = LiveTsServer(rate=10, **getattr(request, "param", {}))
+    yield srv
+    srv.close()
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +128,7 @@ def test_rtsp_transport_reaches_ffmpeg(monkeypatch):
         with pytest.raises(SourceError, match="Connection refused"):
             list(source)
         assert seen[-1].get("rtsp_transport") == expected
-    assert "rtsp_transport" in open_source("rtsp://h/cam").options  # tcp unless asked otherwise
+    assert open_source("rtsp://h/cam").options["rtsp_transport"] == "tcp"  # unless asked otherwise
     assert "rtsp_transport" not in open_source("http://h/live.ts").options
     with pytest.raises(SourceError, match="RTSP transport must be one of tcp, udp, auto"):
         open_source("rtsp://h/cam", rtsp_transport="sctp")
@@ -137,7 +144,8 @@ class FakeRtsp:
     """An input as RTSP gives it: `(pts or None, delay before it)` frames, 10 per second of pts."""
 
     def __init__(self, frames):
-        self.frames, self.duration, self.size, self.format = frames, None, -38, SimpleNamespace(name="rtsp")
+        self.frames, self.duration, self.format = frames, None, SimpleNamespace(name="rtsp")
+        self.size = -38  # what FFmpeg gives for a stream: ENOSYS
         stream = SimpleNamespace(time_base=Fraction(1, 10), average_rate=Fraction(10), guessed_rate=None)
         self.streams = SimpleNamespace(video=[stream])
 
@@ -181,28 +189,28 @@ def test_the_clock_starts_at_the_first_timestamp():
     assert clock.time(SimpleNamespace(pts=None), base, 202.5) == pytest.approx(1.1 + 202.5 - 101.6)
 
 
-@pytest.mark.parametrize("server", [{"drop_after": 1.2, "stall": True}], indirect=True)
-def test_a_read_timeout_says_what_happened(server):
+@pytest.mark.parametrize(
+    "server, expected",
+    [
+        ({"drop_after": 1.2, "stall": True}, "timed out: no data for 0.5 s"),  # silent after 1.2 s
+        ({"drop_after": 0.0, "stall": True}, "timed out: no answer in 1 s"),  # silent from the start
+    ],
+    indirect=["server"],
+)
+def test_a_timeout_says_what_happened(server, expected):
     source = open_source(server.url, fps=2, seconds=4, reconnect=2)
-    source.timeout, source.backoff = 0.5, 0.05
+    source.timeout, source.backoff = 0.5, 0.05  # reads 0.5 s, opening (probing) 1 s
     starts = [c.start for c in source]
-    assert starts[-1] == 3 and server.connections == 2 and source.stats.reconnects == 1
-    assert source.stats.last_error == "timed out: no data for 0.5 s"
-
-
-@pytest.fixture
-def server(request):
-    srv = LiveTsServer(rate=10, **getattr(request, "param", {}))
-    yield srv
-    srv.close()
+    assert starts[0] == 0 and server.connections == 2 and source.stats.reconnects == 1
+    assert source.stats.last_error == expected
 
 
 def test_stats_end_with_a_summary_when_the_source_never_connects(tiny, tmp_path):
     source = open_source(f"http://127.0.0.1:{closed_port()}/live.ts", reconnect=1)
     source.backoff = 0.05
     stats = tmp_path / "stats.jsonl"
+    config = StreamConfig(greedy=True, max_new_tokens=2)
     with pytest.raises(SourceError, match="cannot connect"):
-        config = StreamConfig(greedy=True, max_new_tokens=2)
         stream_to_files(tiny, config, source, stats=str(stats), quiet=True)
     rows = [json.loads(line) for line in stats.read_text().splitlines()]
     summary = rows[-1]["summary"]
@@ -210,9 +218,17 @@ def test_stats_end_with_a_summary_when_the_source_never_connects(tiny, tmp_path)
     assert summary["reconnects"] == 1 and "refused" in summary["last_error"].lower()
 
 
-def test_empty_stdin_is_an_error(tiny_dir, capsys):
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"", "stdin: no frames (the input is empty or shorter than one 64x64 rgb24 frame)"),
+        (bytes(64 * 64 * 3), "stdin: the input ended after 1 frame, before one complete second"),
+    ],
+)
+def test_stdin_without_a_second_is_an_error(tiny_dir, capsys, data, error):
     """`streamvlm run - --stdin-size 64x64 < /dev/null`: exit 2 with one line (in-process: fast)."""
     read, write = os.pipe()
+    os.write(write, data)
     os.close(write)
     saved = os.dup(0)
     os.dup2(read, 0)
@@ -223,6 +239,4 @@ def test_empty_stdin_is_an_error(tiny_dir, capsys):
         os.close(saved)
         os.close(read)
     assert code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "streamvlm: error: stdin: no frames (the input is empty or shorter than one 64x64 rgb24 frame)"
-    ]
+    assert capsys.readouterr().err.strip().splitlines() == [f"streamvlm: error: {error}"]
