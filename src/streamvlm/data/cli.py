@@ -1,9 +1,17 @@
-"""`streamvlm make-chunks`: long annotated videos -> overlapped training windows."""
+"""`streamvlm make-chunks`: long annotated videos -> overlapped training windows;
+`streamvlm data from-subtitles`: your own videos with subtitles -> those annotations."""
 
 import sys
 
+DATA_HELP = """Turn your own long videos into training data in the Inf-Stream-Train format:
+
+  streamvlm data from-subtitles videos/ --out data/            # videos + their .vtt / .srt
+  streamvlm make-chunks data/annotations.jsonl --out data/chunks.jsonl --model CKPT
+  streamvlm train --data data/chunks.jsonl --model CKPT --out-dir runs/mine"""
+
 
 def register(subparsers) -> None:
+    register_data(subparsers)
     p = subparsers.add_parser(
         "make-chunks",
         help="cut long annotated videos into overlapped training windows",
@@ -90,4 +98,81 @@ def cmd_make_chunks(args) -> int:
             print(f"skipped {count} {what}", file=sys.stderr)
     for line in skipped[:5]:
         print(f"  {line}", file=sys.stderr)
+    return 0
+
+
+def register_data(subparsers) -> None:
+    import argparse
+
+    data = subparsers.add_parser(
+        "data",
+        help="make training data from your own videos (subtitles)",
+        description=DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="{from-subtitles}", required=True)
+    p = sub.add_parser(
+        "from-subtitles",
+        help="videos + WebVTT / SRT subtitles (sidecar or inside the file) -> annotations.jsonl",
+        description="Each video's subtitles (a sidecar <stem>.vtt / .srt, <stem>.<lang>.vtt, beside the "
+        "video or in --subs; else a subtitle stream inside the file) become word-timed commentary in "
+        "<out>/annotations.jsonl + annotations_seeks.jsonl (Inf-Stream-Train), ready for make-chunks. "
+        "Rolling / repeated caption lines are merged, markup and speaker tags stripped, sound cues "
+        "dropped (--keep-sounds keeps them). Unusable videos are skipped and counted by reason "
+        "(--strict stops at the first); a summary goes to stderr and <out>/summary.json.",
+    )
+    p.add_argument("videos", nargs="+", help="video files, or folders searched recursively")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--subs", default=None, help="folder of the subtitle files (default: beside each video)")
+    p.add_argument("--keep-sounds", action="store_true", help="keep sound cues such as [Music]")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the subtitle files (default utf-8)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable video")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_from_subtitles)
+
+
+def cmd_from_subtitles(args) -> int:
+    import codecs
+    import json
+    from pathlib import Path
+
+    from ..errors import StreamvlmError
+    from ..eval.generate import VIDEO_EXTENSIONS
+    from .subtitles import from_subtitles
+
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise StreamvlmError(f"--encoding {args.encoding}: unknown text encoding") from None
+    videos = []
+    for given in map(Path, args.videos):
+        if given.is_dir():
+            videos += sorted(
+                p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+            )
+        else:
+            videos.append(given)  # a missing one is skipped and counted like any unusable video
+    if not videos:
+        raise StreamvlmError(f"no videos in {', '.join(args.videos)}")
+    subs = Path(args.subs) if args.subs else None
+    if subs is not None and not subs.is_dir():
+        raise StreamvlmError(f"--subs {args.subs} is not a folder")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = from_subtitles(
+        videos, out, subs, args.keep_sounds, args.strict, args.encoding, sys.stderr.isatty()
+    )
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    print(
+        f"{summary.videos} videos, {summary.words} words, {summary.seconds / 3600:.2f} h "
+        f"-> {out / 'annotations.jsonl'}",
+        file=sys.stderr,
+    )
+    for reason, count in summary.skipped.most_common():
+        print(f"skipped {count}: {reason}", file=sys.stderr)
+    for line in summary.problems[:10]:
+        print(f"  {line}", file=sys.stderr)
+    cleaned = ", ".join(f"{count} {what}" for what, count in summary.cleaned.items() if count)
+    if cleaned:
+        print(f"cleaned: {cleaned}", file=sys.stderr)
     return 0
