@@ -141,7 +141,13 @@ def battery(server: Server, rounds: int, rss: list | None = None) -> dict:
     chat = f"{server.url}/v1/chat/completions"
     http_bad = [
         json.dumps({"messages": [{"role": "user", "content": "word " * 20000}]}).encode(),
-        json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": big}}] * 3}]}).encode(),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": big}}] * 3}
+                ]
+            }
+        ).encode(),
         json.dumps({"messages": [{"role": "user", "content": "x"}], "seed": 2**80}).encode(),
         b"{not json",
     ]

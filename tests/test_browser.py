@@ -67,7 +67,9 @@ def test_page_streams_a_video_file_and_a_webcam_with_captions(tiny, tmp_path):
 
 
 def test_page_follows_the_session_count_and_explains_an_auth_failure(tiny, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs playwright (pip install -e '.[test]')"
+    )
     from server_helpers import events
     from websockets.sync.client import connect
 
@@ -89,7 +91,8 @@ def test_page_follows_the_session_count_and_explains_an_auth_failure(tiny, tmp_p
                 )
             page.set_input_files("#file", str(video))  # no token given: refused with 1008
             page.wait_for_function(
-                "document.getElementById('placeholder').textContent.startsWith('Unauthorized')", timeout=15_000
+                "document.getElementById('placeholder').textContent.startsWith('Unauthorized')",
+                timeout=15_000,
             )
             assert page.is_visible("#placeholder") and "1008" in page.text_content("#status")
             emptied = "v => !v.getAttribute('src') && !v.srcObject && v.networkState === v.NETWORK_EMPTY"

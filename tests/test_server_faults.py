@@ -71,7 +71,9 @@ def test_stream_times_the_writers_cannot_represent_are_refused(tiny, tmp_path):
         start(ws)
         ws.send(binary_frame(1e306, frames(1)[0]))  # finite, but no subtitle timestamp holds it
         error = json.loads(ws.recv(timeout=10))
-        assert error["type"] == "error" and not error["fatal"] and "from 0 to 1e+10 seconds" in error["message"]
+        assert (
+            error["type"] == "error" and not error["fatal"] and "from 0 to 1e+10 seconds" in error["message"]
+        )
         ws.send(binary_frame(1.7e9, frames(1)[0]))  # a Unix time is fine
         ws.send(json.dumps({"type": "stop"}))
         received = events(ws)
@@ -81,12 +83,17 @@ def test_stream_times_the_writers_cannot_represent_are_refused(tiny, tmp_path):
 
 # -- 2. bounded work per request, bounded latency across sessions ---------------------------------
 def test_chat_prompts_and_images_are_bounded(tiny, tmp_path):
-    big = "data:image/png;base64," + base64.b64encode(encode(np.zeros((4096, 4096, 3), np.uint8), "PNG")).decode()
+    big = (
+        "data:image/png;base64,"
+        + base64.b64encode(encode(np.zeros((4096, 4096, 3), np.uint8), "PNG")).decode()
+    )
     with LiveServer(tiny, out_dir=tmp_path, max_prompt_tokens=64) as server:
         url = f"{server.url}/v1/chat/completions"
 
         def ask(content, **extra):
-            return http("POST", url, {"messages": [{"role": "user", "content": content}], "max_tokens": 2, **extra})
+            return http(
+                "POST", url, {"messages": [{"role": "user", "content": content}], "max_tokens": 2, **extra}
+            )
 
         assert ask("hello")[0] == 200
         status, body, _ = ask("word " * 500)
@@ -109,7 +116,9 @@ def test_a_model_failure_in_chat_is_an_openai_style_500(tiny, tmp_path, monkeypa
 
     monkeypatch.setattr(app_module, "chat", broken)
     with LiveServer(tiny, out_dir=tmp_path) as server:
-        status, body, _ = http("POST", f"{server.url}/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
+        status, body, _ = http(
+            "POST", f"{server.url}/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}
+        )
     assert status == 500 and body["error"]["type"] == "server_error"  # not "shutting down" (503)
 
 
@@ -157,7 +166,9 @@ def resolver(table):
     def resolve(host, port, type):
         if host not in table:
             raise socket.gaierror(-2, "Name or service not known")
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, type, 6, "", (a, port)) for a in table[host]]
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, type, 6, "", (a, port)) for a in table[host]
+        ]
 
     return resolve
 
@@ -165,15 +176,21 @@ def resolver(table):
 def test_pulled_urls_must_name_public_hosts():
     dns = resolver({"cam.example": ["192.168.1.20"], "cdn.example": ["93.184.215.14"],
                     "mixed.example": ["93.184.215.14", "10.0.0.7"], "v6.example": ["fd00::1"]})  # fmt: skip
-    assert check_pull_url("https://cdn.example/live.m3u8", None, resolve=dns) == "https://cdn.example/live.m3u8"
-    for url in ("rtsp://cam.example/stream", "http://mixed.example/x.ts", "http://v6.example/x",
-                "http://127.0.0.1:8000/health", "http://[::1]/x", "http://[::ffff:127.0.0.1]/x",
-                "http://169.254.169.254/latest/meta-data", "rtmp://0.0.0.0/x", "srt://224.0.0.1:9000"):  # fmt: skip
+    assert (
+        check_pull_url("https://cdn.example/live.m3u8", None, resolve=dns) == "https://cdn.example/live.m3u8"
+    )
+    inward = ["rtsp://cam.example/stream", "http://mixed.example/x.ts", "http://v6.example/x"]
+    inward += ["http://127.0.0.1:8000/health", "http://[::1]/x", "http://[::ffff:127.0.0.1]/x"]
+    inward += ["http://169.254.169.254/latest/meta-data", "rtmp://0.0.0.0/x", "srt://224.0.0.1:9000"]
+    for url in inward:
         with pytest.raises(MessageError, match="private or local address"):
             check_pull_url(url, None, resolve=dns)
     with pytest.raises(MessageError, match="cannot resolve"):
         check_pull_url("http://nowhere.example/x", None, resolve=dns)
-    assert check_pull_url("rtsp://cam.example/s", None, allow_private=True, resolve=dns) == "rtsp://cam.example/s"
+    assert (
+        check_pull_url("rtsp://cam.example/s", None, allow_private=True, resolve=dns)
+        == "rtsp://cam.example/s"
+    )
 
 
 def test_a_loopback_url_is_never_fetched(tiny, tmp_path):
@@ -213,10 +230,14 @@ def test_local_playlists_may_list_only_files_inside_the_allowed_dir(tmp_path):
     (root / "good.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg0.ts\n#EXT-X-ENDLIST\n")
     (root / "escape.m3u8").write_text("#EXTM3U\n#EXTINF:2,\n../secret/private.ts\n")
     (root / "absolute.m3u8").write_text(f"#EXTM3U\n#EXTINF:2,\n{outside}/private.ts\n")
-    (root / "key.m3u8").write_text(f'#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI="{outside}/k"\n#EXTINF:2,\nseg0.ts\n')
+    (root / "key.m3u8").write_text(
+        f'#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI="{outside}/k"\n#EXTINF:2,\nseg0.ts\n'
+    )
     (root / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nescape.m3u8\n")
     (root / "remote.m3u8").write_text("#EXTM3U\n#EXTINF:2,\nhttp://127.0.0.1:9/seg.ts\n")
-    (root / "disguised.mp4").write_text("#EXTM3U\n#EXTINF:2,\n../secret/private.ts\n")  # FFmpeg probes content
+    (root / "disguised.mp4").write_text(
+        "#EXTM3U\n#EXTINF:2,\n../secret/private.ts\n"
+    )  # FFmpeg probes content
     (root / "list.txt").write_text(f"ffconcat version 1.0\nfile {outside}/private.ts\n")
     assert check_pull_url("good.m3u8", root) == str(root / "good.m3u8")
     for name in ("escape.m3u8", "absolute.m3u8", "key.m3u8", "master.m3u8", "disguised.mp4"):
@@ -267,8 +288,8 @@ def test_connections_that_send_no_request_are_closed(tiny, tmp_path):
 def test_refused_start_options_do_not_fall_back_to_defaults(tiny, tmp_path):
     with LiveServer(tiny, out_dir=tmp_path) as server, connect(server.ws_url) as ws:
         events(ws, until="ready")
-        for options, word in (({"vision_window": 0}, "vision_window"), ({"fps": 0}, "fps"),
-                              ({"temperature": 0}, "temperature"), ({"max_new_tokens": 0}, "max_new_tokens")):  # fmt: skip
+        for word in ("vision_window", "fps", "temperature", "max_new_tokens"):
+            options = {word: 0}
             ws.send(json.dumps({"type": "start", "options": options}))
             error = json.loads(ws.recv(timeout=10))
             assert error["type"] == "error" and word in error["message"], options
@@ -289,7 +310,10 @@ def test_refused_start_options_do_not_fall_back_to_defaults(tiny, tmp_path):
 def test_pull_errors_name_the_source_not_the_server_paths(tiny, tmp_path):
     allowed = tmp_path / "media"
     allowed.mkdir()
-    with LiveServer(tiny, out_dir=tmp_path / "out", allow_dir=allowed) as server, connect(server.ws_url) as ws:
+    with (
+        LiveServer(tiny, out_dir=tmp_path / "out", allow_dir=allowed) as server,
+        connect(server.ws_url) as ws,
+    ):
         events(ws, until="ready")
         ws.send(json.dumps({"type": "pull", "url": "missing.mp4"}))
         error = json.loads(ws.recv(timeout=10))
@@ -314,6 +338,6 @@ def test_the_page_has_a_favicon(tiny, tmp_path):
     import urllib.request
 
     with LiveServer(tiny, out_dir=tmp_path) as server:
-        with urllib.request.urlopen(f"{server.url}/favicon.ico", timeout=10) as response:
-            assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
-            assert response.read().startswith(b"<svg")
+        response = urllib.request.urlopen(f"{server.url}/favicon.ico", timeout=10)
+    assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    assert response.read().startswith(b"<svg")

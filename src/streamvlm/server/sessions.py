@@ -145,7 +145,9 @@ def check_playlist(path: Path, root: Path, url: str, depth: int = 0) -> None:
     for entry in playlist_entries(head.decode("utf-8", errors="replace")):
         where = urlsplit(entry)
         if len(where.scheme) > 1:  # a URL (a one-letter scheme is a Windows drive)
-            raise MessageError(f"{url} lists {where.scheme}: URLs; a local playlist may list local files only")
+            raise MessageError(
+                f"{url} lists {where.scheme}: URLs; a local playlist may list local files only"
+            )
         target = inside(root, path.parent / unquote(where.path), url)
         check_playlist(target, root, url, depth + 1)
 
@@ -299,7 +301,9 @@ class Session:
         if self.engine is None and self.refused_start is not None:
             self.start_default()  # raises: the client's own start was refused
         options = self.manager.options
-        spec = await asyncio.to_thread(check_pull_url, message.url, options.allow_dir, options.allow_private_urls)
+        spec = await asyncio.to_thread(
+            check_pull_url, message.url, options.allow_dir, options.allow_private_urls
+        )
         if self.engine is None:
             self.start_default()
         try:
@@ -312,7 +316,9 @@ class Session:
                 reconnect=options.pull_reconnect,
             )
         except Exception as exc:
-            raise MessageError(f"cannot open {message.url}: {self.redact(str(exc), spec, message.url)}") from None
+            raise MessageError(
+                f"cannot open {message.url}: {self.redact(str(exc), spec, message.url)}"
+            ) from None
         self.pull_spec = (spec, message.url)
         self.puller = asyncio.create_task(self._pull_loop(source))
 
@@ -437,7 +443,9 @@ class Session:
             await self.send(closed)
             if self._close is not None:
                 with contextlib.suppress(Exception):  # the client is gone already
-                    await asyncio.wait_for(self._close(code, reason.encode()[:120].decode(errors="ignore")), 5)
+                    await asyncio.wait_for(
+                        self._close(code, reason.encode()[:120].decode(errors="ignore")), 5
+                    )
         except Exception as exc:  # noqa: BLE001 - never leave a session half closed
             log.error("session %s: finishing failed: %s", self.id, exc)
         finally:
