@@ -93,8 +93,8 @@ def test_a_recording_that_breaks_off_is_an_error_not_a_replay(files):
 def test_a_live_playlist_that_ends_is_not_replayed(files):
     playlist = files.folder / "live.m3u8"
     assert "#EXT-X-ENDLIST" not in playlist.read_text()
-    source = open_source(f"{files.base}/live.m3u8", fps=2, seconds=9)
-    source.backoff = 0.05
+    source = open_source(f"{files.base}/live.m3u8", fps=2, seconds=9, reconnect=1)
+    source.backoff, source.timeout = 0.05, 2.0  # bounded should the end go unseen
     starts = []
     for chunk in source:
         if not starts:  # the broadcast ends: the next reload finds the end of the playlist

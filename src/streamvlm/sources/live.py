@@ -1,19 +1,20 @@
 """Live sources through PyAV: network streams, webcams (v4l2) and raw frames on stdin.
 
-Stream time follows the source's timestamps, rebased to 0 at the first timestamped frame (frames
-before it, as an RTSP stream may give, are skipped; a stream without timestamps for `GAP_S` is
-timed by arrival). After a lost connection (or a jump in the timestamps) it continues with the
-wall clock: a source back after 5 s resumes 5 s later in stream time, and the seconds without
-frames are counted as a gap. The sample at stream time τ is the last frame with time <= τ, as for
-files; a frame is repeated for at most `GAP_S`, a longer silence is a gap. Frames are resized to
-the size of the first one.
+Stream time follows the source's timestamps, rebased to 0 at the first timestamped frame: frames
+without a timestamp (before the first, as RTSP may give, or later) are skipped and never set the
+clock; a stream without timestamps for `GAP_S` is timed by arrival. After a lost connection (or a
+jump in the timestamps) it continues with the wall clock: a source back after 5 s resumes 5 s
+later in stream time, and the seconds without frames are counted as a gap. The sample at stream
+time τ is the last frame with time <= τ, as for files; a frame is repeated for at most `GAP_S`, a
+longer silence is a gap. Frames are resized to the size of the first one.
 
 Network streams and devices hand a second to the engine as soon as it is complete (they are live
 already); raw frames on stdin are timed by their count at `stdin_fps` and held until their time
 comes, so a writer faster than real time is slowed down by the pipe. Either way the buffer follows
 the drop policy "latest" of `paced.PacedSource`. A lost connection is retried with exponential
 backoff (`backoff`, doubling, at most `BACKOFF_MAX_S`), `reconnect` times in a row (None: forever);
-the count starts again once frames flow. A read blocked for `timeout` s counts as lost.
+the count starts again once frames flow. A read blocked for `timeout` s counts as lost ("timed
+out: no data for 5 s"). Stdin that ends before one complete second is an error.
 
 A URL may name a recording rather than a live stream: `is_recording` tells them apart when the
 input opens (FFmpeg knows its duration: a file, an HLS playlist with #EXT-X-ENDLIST; or an HTTP
@@ -114,8 +115,8 @@ class LiveSource(PacedSource):
     """Frames from a PyAV input (`url`, `fmt` and demuxer `options` as for `av.open`). `hold`: hold
     each second until its time comes (inputs read faster than real time); `reconnect=0`: the end
     of the input ends the stream; `timeout`: seconds a read may block before the connection
-    counts as lost (None: forever). `recording`: None until the input opens, then whether it is a
-    recording (`is_recording`; never for stdin or a device)."""
+    counts as lost (None: forever). `recording` (also in `stats`): None until the input opens, then
+    whether it is a recording (`is_recording`; never for stdin or a device)."""
 
     def __init__(
         self,
@@ -136,7 +137,10 @@ class LiveSource(PacedSource):
         self.url, self.fmt, self.options, self.hold = url, fmt, dict(options or {}), hold
         self.reconnect, self.backoff, self.timeout = reconnect, backoff, timeout
         self.label = label or url
-        self.recording: bool | None = None
+
+    @property
+    def recording(self) -> bool | None:
+        return self.stats.recording
 
     def _open(self):
         timeout = None if self.timeout is None else (2 * self.timeout, self.timeout)
@@ -164,7 +168,7 @@ class LiveSource(PacedSource):
                     stream = container.streams.video[0]
                     finite = self.fmt is None and is_recording(container)
                     if self.recording is None:
-                        self.recording = finite
+                        self.stats.recording = finite
                         if finite:  # timed by its timestamps alone, handed over at the engine's pace
                             clock.step = 1 / float(stream.average_rate or stream.guessed_rate or 25)
                             sampler.paced = False

@@ -33,6 +33,7 @@ class LiveStats:
     reconnects: int = 0  # reconnection attempts after a lost connection
     peak_buffered: int = 0  # most complete seconds held at once
     last_error: str | None = None  # why the connection was last lost
+    recording: bool | None = None  # a URL found to name a recording, read like a file (live.is_recording)
 
     def to_dict(self) -> dict:
         return asdict(self)
