@@ -175,6 +175,14 @@ def test_sampling_distribution_matches_transformers(temperature, top_k, top_p):
     assert torch.allclose(got, expected, atol=1e-6)
 
 
+def test_top_k_keeps_ties_like_transformers():
+    logits = torch.tensor([3.0, 1.0, 2.0, 2.0, 2.0, 0.5])
+    expected = torch.softmax(TopKLogitsWarper(2)(None, logits[None].clone())[0], dim=-1)
+    got = Sampler(torch.zeros(6, dtype=torch.bool), temperature=1.0, top_k=2).probabilities(logits)
+    assert (got > 0).tolist() == [True, False, True, True, True, False]
+    assert torch.allclose(got, expected)
+
+
 def test_top_k_1_and_tiny_top_p_pick_the_argmax():
     logits = torch.randn(50)
     logits[17] = 5.0
