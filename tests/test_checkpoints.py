@@ -18,7 +18,7 @@ from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
 from streamvlm.cli import build_parser, config_from_args, main
 from streamvlm.engine.decode import Sampler
-from streamvlm.errors import ModelLoadError
+from streamvlm.errors import ModelLoadError, StreamvlmError
 from streamvlm.models import TinySpec, load_model, write_tiny_checkpoint
 from streamvlm.models.tiny import write_hub_checkpoint
 from streamvlm.sources import ArraySource, synthetic_frames
@@ -113,8 +113,10 @@ def test_generation_config_gives_the_decoding_defaults(hub_dir):
     assert (c.greedy, c.top_k, c.top_p, c.temperature) == (False, 0, 0.9, 0.7)
     c = _run_config(hub_dir, "--repetition-penalty", "1.0", "--greedy")
     assert c.greedy and c.repetition_penalty == 1.0
-    with pytest.raises(Exception, match="--greedy cannot be combined with --top-k"):
+    with pytest.raises(StreamvlmError, match="--greedy cannot be combined with --top-k"):
         _run_config(hub_dir, "--greedy", "--top-k", "3")
+    with pytest.raises(StreamvlmError, match=r"top-p must be in \(0, 1\], got 1.5"):
+        _run_config(hub_dir, "--top-p", "1.5")
 
 
 def test_streamvlm_json_stream_defaults_come_before_the_generation_config(hub_dir, tmp_path):
