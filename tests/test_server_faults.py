@@ -102,7 +102,11 @@ def test_chat_prompts_and_images_are_bounded(tiny, tmp_path):
         images = [{"type": "image_url", "image_url": {"url": big}}] * 3  # 3 x 4096^2 > 2 x 4096^2
         status, body, _ = ask(images)
         assert status == 400 and f"at most {2 * MAX_PIXELS} pixels in all" in body["error"]["message"]
-        for extra, word in (({"seed": 2**80}, "seed"), ({"max_tokens": 0}, "max_tokens")):
+        for extra, word in (
+            ({"seed": 2**80}, "seed"),
+            ({"max_tokens": 0}, "max_tokens"),
+            ({"top_p": 0}, "top_p"),
+        ):
             status, body, _ = ask("hello", **extra)
             assert status == 400 and body["error"]["type"] == "invalid_request_error", extra
             assert word in body["error"]["message"]
@@ -288,8 +292,9 @@ def test_connections_that_send_no_request_are_closed(tiny, tmp_path):
 def test_refused_start_options_do_not_fall_back_to_defaults(tiny, tmp_path):
     with LiveServer(tiny, out_dir=tmp_path) as server, connect(server.ws_url) as ws:
         events(ws, until="ready")
-        for word in ("vision_window", "fps", "temperature", "max_new_tokens"):
-            options = {word: 0}
+        for word, value in (("vision_window", 0), ("fps", 0), ("temperature", 0), ("max_new_tokens", 0),
+                            ("top_k", 2000), ("top_p", 1.5)):  # fmt: skip
+            options = {word: value}
             ws.send(json.dumps({"type": "start", "options": options}))
             error = json.loads(ws.recv(timeout=10))
             assert error["type"] == "error" and word in error["message"], options

@@ -78,6 +78,7 @@ def chat(
     temperature: float = 1.0,
     seed: int = 0,
     stop: list[str] = (),
+    top_p: float = 1.0,
 ) -> ChatReply:
     """The assistant's reply to `turns` (or to a `prepare_chat` prompt, which it uses up)."""
     model, family = loaded.model, loaded.family
@@ -106,11 +107,15 @@ def chat(
         return out.logits[0, -1]
 
     vocab_size = model.config.text_config.vocab_size
+    stops = loaded.stop_ids  # <|im_end|> and the checkpoint's eos ids all end the reply
     sampler = Sampler(
-        banned_token_mask(loaded.tokenizer, vocab_size, allowed=(renderer.im_end,)),
+        banned_token_mask(loaded.tokenizer, vocab_size, allowed=stops),
         greedy=temperature == 0,
         temperature=temperature or 1.0,
         seed=seed,
+        top_p=top_p,
+        stops=stops,
+        end=renderer.im_end,
     )
     logits, generated = feed(pixels), []
     while len(generated) < max_tokens:

@@ -2,7 +2,7 @@
 
 Supported: `messages` (system/developer, user, assistant; content as a string or a list of
 `text` and `image_url` parts, images as base64 `data:` URLs: the server fetches nothing),
-`max_tokens` / `max_completion_tokens` (at most 512), `temperature` (0 = greedy), `seed`, `stop`,
+`max_tokens` / `max_completion_tokens` (at most 512), `temperature` (0 = greedy), `top_p`, `seed`, `stop`,
 `n` = 1. `stream: true` and tools are refused with a 400, and so are images over
 `MAX_REQUEST_PIXELS` in all (checked from their headers, before decoding).
 """
@@ -36,6 +36,7 @@ def parse_request(body, max_pixels: int = MAX_REQUEST_PIXELS) -> tuple[list[Chat
     turns = [parse_message(m, i, budget) for i, m in enumerate(messages)]
     max_tokens = given(body, "max_completion_tokens", given(body, "max_tokens", 128))
     temperature = given(body, "temperature", 1.0)
+    top_p = given(body, "top_p", 1.0)
     seed = given(body, "seed", 0)
     stop = given(body, "stop", [])
     stop = [stop] if isinstance(stop, str) else stop
@@ -43,11 +44,19 @@ def parse_request(body, max_pixels: int = MAX_REQUEST_PIXELS) -> tuple[list[Chat
         raise MessageError(f"max_tokens must be a whole number from 1 to {MAX_TOKENS}, got {max_tokens!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         raise MessageError("temperature must be a number from 0 to 2")
+    if isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        raise MessageError(f"top_p must be a number over 0 and at most 1, got {top_p!r}")
     if not whole(seed) or not 0 <= seed <= MAX_SEED:
         raise MessageError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
         raise MessageError("stop must be a string or a list of at most 4 strings")
-    return turns, {"max_tokens": max_tokens, "temperature": float(temperature), "seed": seed, "stop": stop}
+    kwargs = {
+        "max_tokens": max_tokens,
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "seed": seed,
+    }
+    return turns, {**kwargs, "stop": stop}
 
 
 def given(body: dict, name: str, default):

@@ -24,6 +24,8 @@ NUMBER_OPTIONS = {
     "text_window": (0, 4096),
     "temperature": (0.0, 10.0),
     "repetition_penalty": (0.0, 10.0),
+    "top_k": (0, 1000),  # 0: the whole vocabulary
+    "top_p": (0.0, 1.0),
     "seed": (0, 2**63 - 1),
 }
 TEXT_OPTIONS = {"query": 4096, "previous_text": 16384, "system_prompt": 4096}
