@@ -67,6 +67,7 @@ class ServerOptions:
     max_connections: int = 64  # open HTTP + WebSocket connections (over it: 503)
     pull_reconnect: int = 10  # a pulled live source's reconnect attempts in a row before it fails
     stream_defaults: dict = field(default_factory=dict)  # StreamConfig values before client options
+    id_prefix: str = ""  # before every session id (a Ray replica's tag: the id names its replica)
 
 
 def check_pull_url(url: str, allow_dir: Path | None, allow_private: bool = False, resolve=None) -> str:
@@ -525,7 +526,7 @@ class SessionManager:
         n = self.options.max_sessions
         if len(self.sessions) >= n:
             raise SessionLimit(f"server busy: {n} of {n} sessions in use; try again later")
-        sid = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        sid = self.options.id_prefix + time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         session = self.sessions[sid] = Session(self, sid, kind, send, close)
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap())
