@@ -201,3 +201,74 @@ def test_protocol_on_ray(check, tiny, clip, tmp_path, ray_port, monkeypatch):
     monkeypatch.setattr(test_server, "LiveServer", lambda loaded, **o: RayServer(loaded, ray_port, **o))
     args = {"tiny": tiny, "clip": clip, "tmp_path": tmp_path}
     check(**{name: args[name] for name in check.__code__.co_varnames[: check.__code__.co_argcount]})
+
+
+@pytest.mark.slow
+def test_draining_replicas_finish_their_sessions_first(tiny, tmp_path, ray_port):
+    """A redeploy (here from two replicas to one) drains the old replicas, as a scale-down does:
+    Serve sends them no new session and waits for their sessions to end."""
+    import threading
+
+    from ray import serve
+
+    server = RayServer(tiny, ray_port, replicas=2, max_sessions=2, out_dir=tmp_path)
+    with server, ExitStack() as stack:
+        a, sa = open_session(stack, server.ws_url)
+        b, sb = open_session(stack, server.ws_url)
+        before = set(live())
+        one = ray_serve.application(server.model, server.options, replicas=1, replica_host="127.0.0.1")
+        scaling = threading.Thread(target=serve.run, args=(one,), kwargs={"name": ray_serve.APP}, daemon=True)
+        scaling.start()  # the old replicas drain: their open sessions go on
+        time.sleep(3)
+        for i, ws in enumerate((a, b)):
+            stream(ws, 2, seed=i)
+        for ws in (a, b):
+            ws.send(json.dumps({"type": "stop"}))
+        for ws in (a, b):
+            received = events(ws)
+            assert received[-1]["reason"] == "stopped" and len(of_type(received, "commentary")) == 2
+        c, sc = open_session(stack, server.ws_url)  # a new session, on the new replica
+        assert sc.split("-")[0] not in before
+        scaling.join(60)
+        assert not scaling.is_alive()
+        left = until(lambda: len(tags := set(live())) == 1 and tags, 60, "the drained replicas to go")
+        assert left == {sc.split("-")[0]}
+        c.send(json.dumps({"type": "stop"}))
+        assert events(c)[-1]["reason"] == "stopped"
+
+
+@pytest.mark.slow
+def test_serve_ray_command_serves_and_finishes_sessions_on_sigterm(tiny_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from helpers import default_sigint
+
+    log = tmp_path / "serve.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamvlm", "serve", "--ray", "--replicas", "1", "--port", "0"]
+            + ["--model", str(tiny_dir), "--out-dir", str(tmp_path / "out"), "--log-level", "warning"],
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": "local"},  # a Ray of its own
+            preexec_fn=default_sigint,
+        )
+    try:
+        until(lambda: "serving on Ray Serve" in log.read_text() or proc.poll() is not None, 180, "serve")
+        assert proc.poll() is None, log.read_text()
+        url = log.read_text().split("at http://")[1].split("/")[0]
+        with connect(f"ws://{url}/v1/stream") as ws:
+            events(ws, until="ready")
+            ws.send(json.dumps({"type": "start", "options": FAST}))
+            stream(ws, 2)
+            ws.send(binary_frame(2.0, frames(1)[0]))  # second 2 is incomplete
+            events(ws, until="commentary")
+            proc.send_signal(signal.SIGTERM)  # as Kubernetes stops it; Ctrl-C is the same
+            received = events(ws)
+        assert proc.wait(120) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert received[-1]["reason"] == "server shutting down" and received[-1]["seconds"] == 3
+    assert [line["start"] for line in lines(received[-1]["files"]["jsonl"])] == [0.0, 1.0, 2.0]

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import time
@@ -190,6 +191,7 @@ def serve_on_ray(args, allow_dir, port: int, autoscale) -> int:
             log_level=args.log_level,
         )
         print(f"streamvlm: serving on Ray Serve at {url}/", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM finishes sessions too
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -46,9 +46,23 @@ class Registry:
 
     def __init__(self):
         self.replicas: dict[str, tuple[float, dict]] = {}
+        self.stopping, self.told = False, set()  # told: replicas that answered the stop
 
-    def report(self, tag: str, info: dict) -> None:
+    def report(self, tag: str, info: dict) -> bool:
+        """Note a replica's state; True: finish every session (the app is being stopped)."""
+        if self.stopping and tag in self.told and not info["sessions"]:
+            info = {**info, "finished": True}  # reported after it began finishing: all done
         self.replicas[tag] = (time.monotonic(), info)
+        if self.stopping:
+            self.told.add(tag)
+        return self.stopping
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def finished(self) -> bool:
+        """Every live replica has finished its sessions since `stop`."""
+        return all(info.get("finished") for info in self.live().values())
 
     def drop(self, tag: str) -> None:
         self.replicas.pop(tag, None)
@@ -100,10 +114,12 @@ class Replica:
 
     def _report(self) -> None:
         while not self.stopping.wait(REPORT_S):
-            with suppress(Exception):  # the registry restarts: look it up again
-                self.registry.report.remote(self.tag, {**self.info, "sessions": len(self.manager.sessions)})
-                continue
-            self.registry = registry()
+            info = {**self.info, "sessions": len(self.manager.sessions)}
+            try:
+                if ray.get(self.registry.report.remote(self.tag, info), timeout=5):
+                    self.server.should_exit = True  # finish every session, as Ctrl-C does
+            except Exception:  # noqa: BLE001 - the registry restarts: look it up again
+                self.registry = registry()
 
     async def hold(self):
         """A session's slot: yields where to connect, then lasts until the Front cancels it (or,
@@ -445,9 +461,18 @@ def deploy(model: str | None, options: dict, host: str = "127.0.0.1", port: int 
     return f"http://{host}:{port}"
 
 
-def shutdown(keep_serve: bool = False) -> None:
-    """Stop the app (every replica finishes its sessions), the registry and, unless `keep_serve`,
-    Serve itself; Ray is left to the caller."""
+def shutdown(keep_serve: bool = False, timeout: float = 60) -> None:
+    """Stop the app, its registry and, unless `keep_serve`, Serve itself; Ray is left to the
+    caller. Every replica first finishes its sessions, as Ctrl-C does to the single server
+    (buffered seconds stepped, sent and written, then `closed`), for at most `timeout` s."""
+    with suppress(Exception):
+        reg = ray.get_actor(REGISTRY, namespace=NAMESPACE)
+        ray.get(reg.stop.remote(), timeout=5)
+        deadline = time.monotonic() + timeout
+        while not ray.get(reg.finished.remote(), timeout=5):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     with suppress(Exception):
         serve.delete(APP) if keep_serve else serve.shutdown()
     with suppress(Exception):
