@@ -47,7 +47,12 @@ def main(argv=None) -> int:
     counts = [int(n) for n in args.sessions.split(",")]
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]
-    ray.init(include_dashboard=False, namespace=ray_serve.NAMESPACE, log_to_driver=False)
+    ray.init(
+        include_dashboard=False,
+        namespace=ray_serve.NAMESPACE,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
     report = {"model": args.model or "default", "fps": 2, "size": args.size, "seconds": args.seconds}
     report["runs"] = []
     try:

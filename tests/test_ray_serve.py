@@ -46,7 +46,13 @@ def ray_port():
     """A local Ray cluster and Serve on a free loopback port, for this module; stopped at its end."""
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]
-    ray.init(num_cpus=4, include_dashboard=False, namespace=ray_serve.NAMESPACE, log_to_driver=False)
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        namespace=ray_serve.NAMESPACE,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",  # Ray's own ports on loopback too
+    )
     try:
         yield port
     finally:

@@ -20,6 +20,7 @@ line), Serve starts a new replica, and new sessions go to the live ones.
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -446,9 +447,9 @@ def cast(kind, value):
 def deploy(model: str | None, options: dict, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> str:
     """Start Serve on host:port (on the Ray cluster `ray.init` finds, or a local one) and deploy
     `application(model, options, **kwargs)`; returns the URL once every replica has reported in."""
-    if not ray.is_initialized():
-        ray.init(namespace=NAMESPACE, log_to_driver=False)
     loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not ray.is_initialized():
+        connect(loopback)
     serve.start(http_options={"host": host, "port": port})
     serve.run(application(model, options, replica_host="127.0.0.1" if loopback else None, **kwargs), name=APP)
     autoscale = kwargs.get("autoscale")
@@ -459,6 +460,21 @@ def deploy(model: str | None, options: dict, host: str = "127.0.0.1", port: int 
             raise RuntimeError(f"only {up} of {want} replicas reported in 120 s")
         time.sleep(0.2)
     return f"http://{host}:{port}"
+
+
+def connect(loopback: bool) -> None:
+    """Join the cluster `ray start` made on this machine (or $RAY_ADDRESS names); else start a local
+    Ray, on 127.0.0.1 when serving on loopback (Ray's own ports too)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if address != "local":
+        try:
+            ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=False)
+            return
+        except ConnectionError:
+            if address:
+                raise
+    local = {"_node_ip_address": "127.0.0.1"} if loopback else {}
+    ray.init(namespace=NAMESPACE, log_to_driver=False, **local)
 
 
 def shutdown(keep_serve: bool = False, timeout: float = 60) -> None:
