@@ -114,8 +114,8 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:  # images decoded and the prompt tokenized off the event loop and off the model worker
-            turns, kwargs = await asyncio.to_thread(openai_api.parse_request, await read_json(request))
-            prompt = await asyncio.to_thread(prepare_chat, loaded, turns)
+            turns, kwargs = await manager.run_decode(openai_api.parse_request, await read_json(request))
+            prompt = await manager.run_decode(prepare_chat, loaded, turns)
             if prompt.tokens > options.max_prompt_tokens:
                 raise MessageError(
                     f"the prompt has {prompt.tokens} tokens, over this server's limit of "
@@ -209,7 +209,7 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
                 if size > limit:
                     raise MessageError(f"message of {size} bytes is over the {limit}-byte limit; ignored")
                 parse = protocol.parse_binary if isinstance(data, bytes) else protocol.parse_text
-                parsed = await asyncio.to_thread(parse, data, session.raw_size)  # images: off the loop
+                parsed = await manager.run_decode(parse, data, session.raw_size)  # images: off the loop
                 await session.handle(parsed)
             except BadStart as exc:
                 session.refused(str(exc))

@@ -44,6 +44,7 @@ CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER = 100
 REMOTE_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt")
 SEND_TIMEOUT_S = 10.0  # a client that reads nothing for this long is treated as gone
 SHUTDOWN_TIMEOUT_S = 60.0  # shutdown gives up on sessions still finishing after this
+DECODE_THREADS = 2
 _STOP = object()
 log = logging.getLogger("streamvlm.server")
 
@@ -516,6 +517,10 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.finished: OrderedDict[str, dict] = OrderedDict()  # the last 64 closed sessions
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="streamvlm-model")
+        #: image decoding and chat prompt preparation: off the event loop and off the model worker,
+        #: on few threads (each thread's allocator keeps freed image memory for reuse: few threads,
+        #: bounded memory however many clients send large images)
+        self.decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="streamvlm-decode")
         self.closing = False
         self._reaper: asyncio.Task | None = None
         self._shutdown: asyncio.Future | None = None
@@ -545,6 +550,10 @@ class SessionManager:
         """Run `fn(*args)` on the model worker thread (one at a time, in order of arrival)."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
 
+    async def run_decode(self, fn, *args):
+        """Run `fn(*args)` on a decoding thread (images, chat prompts)."""
+        return await asyncio.get_running_loop().run_in_executor(self.decoder, fn, *args)
+
     async def _reap(self) -> None:
         timeout = self.options.idle_timeout
         while True:
@@ -572,3 +581,4 @@ class SessionManager:
         except TimeoutError:
             log.error("shutdown: %d sessions did not finish in %g s", len(self.sessions), SHUTDOWN_TIMEOUT_S)
         self.worker.shutdown(wait=False)
+        self.decoder.shutdown(wait=False)
