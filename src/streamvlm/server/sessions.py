@@ -269,8 +269,8 @@ class Session:
         if self.engine is not None:
             raise MessageError("the session has started already (start comes before any frame or pull)")
         options = dict(options or {})
-        if "temperature" in options and "greedy" not in options:
-            options["greedy"] = False
+        if {"temperature", "top_k", "top_p"} & set(options) and "greedy" not in options:
+            options["greedy"] = False  # a sampling option samples, even on a greedy default
         try:
             config = StreamConfig.from_dict({**self.manager.options.stream_defaults, **options})
             self.engine = StreamingSession(self.manager.loaded, config)
