@@ -6,6 +6,7 @@ import json
 import socket
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -112,10 +113,27 @@ def test_ray_flags_are_checked_and_ray_missing_says_how_to_install(capsys, monke
     assert "pip install 'streamvlm[ray]'" in capsys.readouterr().err
 
 
+def test_build_takes_serve_run_and_rayservice_arguments():
+    app = ray_serve.build(
+        {"model": "m", "autoscale": "1:3", "gpus": "1", "device": "cuda", "max_sessions": "8"}
+        | {"allow_private_urls": "true", "idle_timeout": 5, "out_dir": "/o", "replica_host": "127.0.0.1"}
+    )
+    replica = app._bound_deployment.init_args[0]._bound_deployment
+    options = {"max_sessions": 8, "allow_private_urls": True, "idle_timeout": 5, "out_dir": "/o"}
+    assert replica.init_args == ("m", "cuda", None, options, "127.0.0.1", "warning")
+    assert replica.ray_actor_options["num_gpus"] == 1 and replica.max_ongoing_requests == 8 + 4
+    scaling = replica._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests) == (1, 3, 6)
+    with pytest.raises(ValueError, match="unknown streamvlm serve options: nope"):
+        ray_serve.build({"model": "m", "nope": 1})
+
+
 # -- two replicas ----------------------------------------------------------------------------------
 def test_sessions_spread_over_replicas_and_pulled_ids_reach_their_replica(tiny, clip, tmp_path, ray_port):
     server = RayServer(tiny, ray_port, replicas=2, max_sessions=2, out_dir=tmp_path, allow_dir=clip.parent)
     with server, ExitStack() as stack:
+        with urllib.request.urlopen(f"{server.url}/", timeout=30) as page:  # the web page, as before
+            assert page.status == 200 and b"<video" in page.read()
         health = http("GET", f"{server.url}/health")[1]
         assert (health["sessions"], health["max_sessions"], len(health["replicas"])) == (0, 4, 2)
         a, sa = open_session(stack, server.ws_url)

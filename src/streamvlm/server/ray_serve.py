@@ -420,14 +420,11 @@ def build(args: dict):
     from .sessions import ServerOptions
 
     args, kinds = dict(args), {f.name: f.type for f in fields(ServerOptions)}
-    if (
-        unknown := set(args)
-        - set(kinds)
-        - {"model", "device", "dtype", "log_level", "autoscale", "replicas", "gpus"}
-    ):
+    top_level = {"model", "device", "dtype", "log_level", "replica_host"}
+    if unknown := set(args) - set(kinds) - top_level - {"autoscale", "replicas", "gpus"}:
         raise ValueError(f"unknown streamvlm serve options: {', '.join(sorted(unknown))}")
     autoscale = args.pop("autoscale", None)
-    top = {k: args.pop(k) for k in ("model", "device", "dtype", "log_level") if k in args}
+    top = {k: args.pop(k) for k in top_level & set(args)}
     return application(
         replicas=int(args.pop("replicas", 1)),
         autoscale=tuple(int(n) for n in str(autoscale).split(":")) if autoscale else None,
