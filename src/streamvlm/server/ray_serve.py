@@ -257,7 +257,8 @@ def front_app(replicas, max_message_bytes: int) -> FastAPI:
         try:
             where, release = await take_hold()
         except Busy:
-            return refuse(429, "server busy: no replica has a free session", "rate_limit_error")
+            busy = "server busy: no replica has a free session; try again later"
+            return refuse(429, busy, "rate_limit_error", headers={"Retry-After": "10"})
         answer = await forward(request, where["url"], body)
         if answer.status_code != 201:
             release()
