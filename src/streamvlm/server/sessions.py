@@ -425,8 +425,9 @@ class Session:
 
     # -- ending -----------------------------------------------------------------------------
     async def finish(self, reason: str, code: int = CLOSE_NORMAL) -> None:
-        """Step what is buffered and queued, write it, send `closed`, close, free the cache.
-        Whatever fails on the way, the files are closed, the slot is freed and `done` is set."""
+        """Step what is buffered and queued, write it, free the cache and the slot, then send
+        `closed` and close (a client that reconnects on `closed` finds the slot free). Whatever
+        fails on the way, the files are closed, the slot is freed and `done` is set."""
         if self.state in ("closing", "closed"):
             await self.done.wait()
             return
@@ -441,13 +442,6 @@ class Session:
                     self.queued += 1
                 await self.queue.put(_STOP)
                 await self.stepper
-            closed = {"type": "closed", "reason": reason, "seconds": self.seconds, "files": self.files}
-            await self.send(closed)
-            if self._close is not None:
-                with contextlib.suppress(Exception):  # the client is gone already
-                    await asyncio.wait_for(
-                        self._close(code, reason.encode()[:120].decode(errors="ignore")), 5
-                    )
         except Exception as exc:  # noqa: BLE001 - never leave a session half closed
             log.error("session %s: finishing failed: %s", self.id, exc)
         finally:
@@ -456,6 +450,16 @@ class Session:
                     writer.close()
             self.engine, self.state = None, "closed"
             self.manager.closed(self)
+        try:
+            await self.send(
+                {"type": "closed", "reason": reason, "seconds": self.seconds, "files": self.files}
+            )
+            if self._close is not None:
+                with contextlib.suppress(Exception):  # the client is gone already
+                    await asyncio.wait_for(
+                        self._close(code, reason.encode()[:120].decode(errors="ignore")), 5
+                    )
+        finally:
             self.done.set()
 
     # -- helpers ----------------------------------------------------------------------------
