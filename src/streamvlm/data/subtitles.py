@@ -55,6 +55,15 @@ class Summary:
     cleaned: Counter = field(default_factory=Counter)  # what the cleaning did, counted
     problems: list[str] = field(default_factory=list)  # one line per skipped video
 
+    def add(self, record: StreamRecord) -> None:
+        self.videos += 1
+        self.words += len(record.words)
+        self.seconds += record.video_end
+
+    def skip(self, exc: "Skip") -> None:
+        self.skipped[exc.reason] += 1
+        self.problems.append(str(exc))
+
     def to_dict(self) -> dict:
         return {
             "videos": self.videos,
@@ -268,8 +277,25 @@ def video_record(
     words = timed_words(cues, duration, keep_sounds, counts)
     if not words:
         raise Skip("no words", f"{video}: its subtitles hold no words (after cleaning)")
+    return video_stream_record(video, out_dir, duration, words)
+
+
+def video_stream_record(video: Path, out_dir: Path, duration: float, words: list[Word]) -> StreamRecord:
+    """The record of a whole video (no query, no previous text), its path relative to `out_dir`."""
     return StreamRecord(video=os.path.relpath(video.resolve(), out_dir.resolve()), video_start=0.0,
                         video_end=round(duration, 3), words=words, root=out_dir)  # fmt: skip
+
+
+def write_records(records: list[StreamRecord], summary: Summary, out_dir: Path) -> None:
+    """`out_dir/annotations.jsonl` + its seeks, written under temporary names and moved into place;
+    an error when no video could be used."""
+    if not records:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary.skipped.items())
+        raise DataError(f"no video could be used ({reasons})")
+    final, temp = out_dir / "annotations.jsonl", out_dir / ".annotations.partial.jsonl"
+    write_annotations(records, temp)
+    os.replace(seeks_path(temp), seeks_path(final))
+    os.replace(temp, final)
 
 
 def from_subtitles(
@@ -291,20 +317,9 @@ def from_subtitles(
         except Skip as exc:
             if strict:
                 raise
-            summary.skipped[exc.reason] += 1
-            summary.problems.append(str(exc))
+            summary.skip(exc)
             continue
         records.append(record)
-        summary.videos += 1
-        summary.words += len(record.words)
-        summary.seconds += record.video_end
-    if not records:
-        raise DataError(
-            f"no video could be used ({', '.join(f'{k}: {v}' for k, v in summary.skipped.items())})"
-        )
-    final = out_dir / "annotations.jsonl"
-    temp = out_dir / ".annotations.partial.jsonl"
-    write_annotations(records, temp)
-    os.replace(seeks_path(temp), seeks_path(final))
-    os.replace(temp, final)
+        summary.add(record)
+    write_records(records, summary, out_dir)
     return summary

@@ -27,8 +27,8 @@ import av
 import numpy as np
 
 from ..errors import StreamvlmError
-from .formats import DataError, StreamRecord, Word, seeks_path, write_annotations
-from .subtitles import Skip, Summary, video_duration
+from .formats import Word
+from .subtitles import Skip, Summary, video_duration, video_stream_record, write_records
 
 RATE = 16000  # Whisper's sampling rate
 DEFAULT_ASR = "openai/whisper-large-v3-turbo"
@@ -211,31 +211,12 @@ def transcribe(
         except Skip as exc:
             if strict:
                 raise
-            summary.skipped[exc.reason] += 1
-            summary.problems.append(str(exc))
+            summary.skip(exc)
             continue
         words = [(float(a), float(b), str(w)) for a, b, w in saved["words"]]
-        records.append(
-            StreamRecord(
-                video=os.path.relpath(video.resolve(), out_dir.resolve()),
-                video_start=0.0,
-                video_end=saved["duration"],
-                words=words,
-                root=out_dir,
-            )
-        )
-        summary.videos += 1
-        summary.words += len(words)
-        summary.seconds += saved["duration"]
-    if not records:
-        raise DataError(
-            f"no video could be used ({', '.join(f'{k}: {v}' for k, v in summary.skipped.items())})"
-        )
-    final = out_dir / "annotations.jsonl"
-    temp = out_dir / ".annotations.partial.jsonl"
-    write_annotations(records, temp)
-    os.replace(seeks_path(temp), seeks_path(final))
-    os.replace(temp, final)
+        records.append(video_stream_record(video, out_dir, saved["duration"], words))
+        summary.add(records[-1])
+    write_records(records, summary, out_dir)
     return summary
 
 
