@@ -16,6 +16,7 @@ from ..cache import Kind, Layout, StreamingKVCache
 from ..cache.layout import Span
 from ..config import DEFAULT_SYSTEM_PROMPT
 from .decode import Sampler, banned_token_mask
+from .forward import feed
 from .prompt import Renderer
 
 
@@ -86,25 +87,9 @@ def chat(
     prompt = turns if isinstance(turns, ChatPrompt) else prepare_chat(loaded, turns)
     layout, pixels, prompt_tokens = prompt.layout, prompt.pixels, prompt.tokens
 
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     cache = StreamingKVCache(family.inv_freq(model))
 
-    def feed(images=()):
-        ids, positions, _ = layout.unfed()
-        kwargs = {}
-        if images:
-            kwargs["pixel_values_videos"] = torch.cat([p for p, _ in images]).to(device, dtype)
-            kwargs["video_grid_thw"] = torch.stack([g for _, g in images]).to(device)
-        out = model(
-            input_ids=ids[None].to(device),
-            position_ids=positions[:, None, :].to(device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
-        )
-        layout.mark_fed()
-        return out.logits[0, -1]
+    pixels_of = lambda spans: pixels  # noqa: E731 - every image is in the first feed
 
     vocab_size = model.config.text_config.vocab_size
     stops = loaded.stop_ids  # <|im_end|> and the checkpoint's eos ids all end the reply
@@ -117,7 +102,7 @@ def chat(
         stops=stops,
         end=renderer.im_end,
     )
-    logits, generated = feed(pixels), []
+    logits, generated = feed(model, cache, layout, pixels_of), []
     while len(generated) < max_tokens:
         token = sampler(logits)
         if token == renderer.im_end:
@@ -128,5 +113,5 @@ def chat(
         if cut >= 0:
             return ChatReply(text[:cut].strip(), prompt_tokens, len(generated), "stop")
         layout.append_tokens(Kind.REPLY, -1, [token])
-        logits = feed()
+        logits = feed(model, cache, layout, pixels_of)
     return ChatReply(renderer.decode(generated).strip(), prompt_tokens, len(generated), "length")

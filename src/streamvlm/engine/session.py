@@ -23,6 +23,7 @@ from ..config import StreamConfig
 from ..errors import StreamvlmError
 from ..models.load import LoadedModel
 from .decode import Sampler, banned_token_mask
+from .forward import feed
 from .prompt import Renderer, query_turn
 
 
@@ -75,7 +76,6 @@ class StreamingSession:
         config.validate()
         self.model, self.processor, self.family = loaded.model, loaded.processor, loaded.family
         self.device = next(self.model.parameters()).device
-        self.dtype = next(self.model.parameters()).dtype
         self.renderer = Renderer(loaded.tokenizer, config.system_prompt, query_turn(loaded))
         self.policy = make_policy(
             config.policy,
@@ -270,24 +270,10 @@ class StreamingSession:
     def _feed(self, all_logits: bool = False) -> torch.Tensor:
         """Run the model over every token not yet in the cache; return the last position's logits
         (`all_logits`: every new position's, (n, vocab))."""
-        ids, positions, vision = self.layout.unfed()
-        kwargs = {}
-        if vision:
-            pixels = [self.pixels[span.round] for span in vision]
-            kwargs["pixel_values_videos"] = torch.cat([p for p, _ in pixels]).to(self.device, self.dtype)
-            kwargs["video_grid_thw"] = torch.stack([g for _, g in pixels]).to(self.device)
-        out = self.model(
-            input_ids=ids[None].to(self.device),
-            position_ids=positions[:, None, :].to(self.device),
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=0 if all_logits else 1,
-            **kwargs,
-        )
-        self.layout.mark_fed()
+        pixels_of = lambda spans: [self.pixels[span.round] for span in spans]  # noqa: E731
+        logits = feed(self.model, self.cache, self.layout, pixels_of, all_logits)
         if all_logits:
-            return out.logits[0]
-        logits = out.logits[0, -1]
+            return logits
         if self.trace is not None:
             self.trace.append((self.evictions, self.layout.fed_rows, logits.float().cpu().clone()))
         return logits
