@@ -22,7 +22,7 @@ from streamvlm.world import (
     SERVE,
     STEPS_PER_S,
     Match,
-    Renderer,
+    Painter,
     World,
     WorldConfig,
     video_seed,
@@ -157,7 +157,7 @@ def test_frames_show_serves_and_returns_at_the_paddle_and_points_in_the_goal():
 @pytest.mark.parametrize("goal_light", [False, True])
 def test_the_score_is_never_drawn(goal_light):
     config = WorldConfig(seed=3, size=56, goal_light=goal_light)
-    renderer = Renderer(config)
+    renderer = Painter(config)
     plain, scored = Match(config), Match(config)
     scored.score = (7, 3)  # same play, different off-screen state
     for step in range(2 * 120):

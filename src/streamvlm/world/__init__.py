@@ -15,7 +15,7 @@ from .commentary import NICKNAMES, vocabulary
 from .config import STEP_S, STEPS_PER_S, WorldConfig
 from .dataset import video_seed, write_dataset, write_world_video
 from .game import BLUE, POINT, RED, RETURN, SERVE, Event, Match, State
-from .render import Renderer
+from .render import Painter
 from .stream import Second, World, measure
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "STEP_S",
     "Event",
     "Match",
-    "Renderer",
+    "Painter",
     "Second",
     "State",
     "World",

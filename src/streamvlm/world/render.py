@@ -18,7 +18,7 @@ BLUE_PADDLE = (48, 96, 236)
 BALL = (250, 250, 250)
 
 
-class Renderer:
+class Painter:
     def __init__(self, config: WorldConfig):
         self.size = n = config.size
         self.paddle_x = config.paddle_x

@@ -19,7 +19,7 @@ import numpy as np
 from .commentary import opening_text, pick_nicknames, timed_words, vocabulary
 from .config import STEPS_PER_S, WorldConfig
 from .game import Event, Match
-from .render import Renderer
+from .render import Painter
 
 
 class Second(NamedTuple):
@@ -40,7 +40,7 @@ class World:
         """Seconds 0, 1, ... (`limit` of them, or endless). `render=False` skips the frames (fast)."""
         c = self.config
         match = Match(c)
-        renderer = Renderer(c) if render else None
+        renderer = Painter(c) if render else None
         for second in count() if limit is None else range(limit):
             events: list[Event] = []
             frames = []
