@@ -21,7 +21,7 @@ HELD_OUT_SEED = EVAL_SEED + 7  # neither a training seed nor the model card's ev
 #: the announced, counted and stepped score all 1.0 (on + 8 the model shipped before showed what one
 #: slip does: an increment missed at 9 s, every later score one short, announced 0.07). On 20-minute
 #: streams the announced score is right 94.7 % of the time on average over 36 held-out matches, at
-#: least 90 % on 34 of them (README, recipe notes).
+#: least 90 % on 34 of them (docs/world.md).
 THRESHOLDS = {
     "exact": 0.9,
     "silence_accuracy": 0.95,

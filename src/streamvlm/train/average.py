@@ -4,7 +4,7 @@ Fine-tunes of the same starting weights on different data stay close enough that
 itself a good model, and can be a better one than each: what one run learned from its own matches
 by chance (a slip on one held-out stream here, another there) is diluted, what they all learned
 stays. The world recipe can average its `calls` replay runs (`Recipe.call_runs`; measured in the
-module notes of `world.recipe`).
+notes in docs/world.md).
 """
 
 import shutil
