@@ -40,16 +40,26 @@ class Sampler:
         self.top_p = top_p
         self.stops = frozenset(stops)
         self.end = end
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)  # another device gets its own, same seed
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Generator]:
+        """The ban mask and the random generator on `device` (made once): sampling stays where the
+        logits are, and only the chosen id comes back to the CPU."""
+        if self.banned.device != device:
+            self.banned = self.banned.to(device)
+        if self.generator.device != device:
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self.banned, self.generator
 
     def scores(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits after the repetition penalty and the ban (float32, on the CPU)."""
-        logits = logits.detach().float().cpu().clone()
+        """Logits after the repetition penalty and the ban (float32, on the logits' device)."""
+        logits = logits.detach().float().clone()
         if self.repetition_penalty != 1.0 and seen is not None:
             # As transformers' RepetitionPenaltyLogitsProcessor: shrink the score of every seen token.
             s = logits[seen]
             logits[seen] = torch.where(s > 0, s / self.repetition_penalty, s * self.repetition_penalty)
-        logits[self.banned] = float("-inf")
+        logits[self._on(logits.device)[0]] = float("-inf")
         return logits
 
     def candidates(self, logits: torch.Tensor, seen: torch.Tensor | None = None):
@@ -69,12 +79,12 @@ class Sampler:
             keep[0] = True  # the likeliest token always stays
             probs, ids = probs[keep], ids[keep]
             probs = probs / probs.sum()
-        return (torch.arange(probs.numel()) if ids is None else ids), probs
+        return (torch.arange(probs.numel(), device=probs.device) if ids is None else ids), probs
 
     def probabilities(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
         """The sampling distribution over the whole vocabulary."""
         ids, probs = self.candidates(logits, seen)
-        return torch.zeros(logits.numel()).index_put_((ids,), probs)
+        return torch.zeros(logits.numel(), device=probs.device).index_put_((ids,), probs)
 
     def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> int:
         """Pick a token from `logits` (V,); `seen` (V,) bool marks tokens in the context."""
@@ -82,5 +92,5 @@ class Sampler:
             token = int(self.scores(logits, seen).argmax())
         else:
             ids, probs = self.candidates(logits, seen)
-            token = int(ids[torch.multinomial(probs, 1, generator=self.generator)])
+            token = int(ids[torch.multinomial(probs, 1, generator=self._on(probs.device)[1])])
         return self.end if token in self.stops and self.end is not None else token

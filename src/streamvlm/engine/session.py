@@ -281,7 +281,7 @@ class StreamingSession:
     def _generate(self, logits: torch.Tensor, index: int) -> list[int]:
         seen = None
         if self.sampler.repetition_penalty != 1.0:
-            seen = torch.zeros(self.vocab_size, dtype=torch.bool)
+            seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
             seen[self.layout.token_ids()] = True
         generated: list[int] = []
         for k in range(self.config.max_new_tokens):
