@@ -5,6 +5,17 @@ import torch
 from streamvlm.cache import Kind
 
 
+def record_logits(session) -> list[tuple[int, int, torch.Tensor]]:
+    """Every logits vector `session` computes from now on, as (evictions, cached rows, logits)."""
+    trace = []
+
+    def record(evictions: int, rows: int, logits: torch.Tensor) -> None:
+        trace.append((evictions, rows, logits.float().cpu().clone()))
+
+    session.on_logits = record
+    return trace
+
+
 def retained_vision(session):
     """Pixel values and grids of the vision spans in the cache, in sequence order."""
     rounds = [s.round for s in session.layout.spans if s.kind == Kind.VISION and s.fed]

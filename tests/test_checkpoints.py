@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from helpers import record_logits
 from safetensors.torch import load_file, save_file
 from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor,
@@ -54,7 +55,7 @@ def _edit_weights(path, edit):
 
 def _logits(loaded, seconds=3):
     session = StreamingSession(loaded, StreamConfig(greedy=True, max_new_tokens=2, repetition_penalty=1.0))
-    session.trace = []
+    session.trace = record_logits(session)
     for _ in session.run(ArraySource(synthetic_frames(seconds, 2, (56, 56)), 2)):
         pass
     return torch.stack([t[2] for t in session.trace])

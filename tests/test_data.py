@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import record_logits
 
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
@@ -380,7 +381,7 @@ def test_streaming_mask_gives_each_round_what_the_engine_keeps(long_video, tiny)
     session = StreamingSession(
         tiny, StreamConfig(query=chunk.query, previous_text=chunk.previous, positions="append", **windows)
     )
-    session.trace = []
+    session.trace = record_logits(session)
     source = VideoFileSource(chunk.video_path(), fps=2, start=chunk.video_start, seconds=chunk.seconds)
     for piece, text in zip(source, chunk.second_texts(), strict=True):
         session.step(piece.frames, piece.start, piece.end, reply=text)

@@ -6,7 +6,7 @@ own `get_rope_index` wherever the claim is "what a fresh prefill would assign".
 
 import pytest
 import torch
-from helpers import fed_ids_positions, full_forward, hf_rope_positions, retained_vision
+from helpers import fed_ids_positions, full_forward, hf_rope_positions, record_logits, retained_vision
 from transformers import DynamicCache
 
 from streamvlm import StreamConfig, StreamingSession
@@ -17,7 +17,7 @@ from streamvlm.sources import ArraySource, synthetic_frames
 def stream(loaded, seconds, size=(56, 84), seed=0, **options) -> StreamingSession:
     options = {"greedy": True, "repetition_penalty": 1.0, "max_new_tokens": 4, **options}
     session = StreamingSession(loaded, StreamConfig(**options))
-    session.trace = []
+    session.trace = record_logits(session)
     for _ in session.run(ArraySource(synthetic_frames(seconds, 2, size, seed=seed), 2)):
         pass
     return session

@@ -19,9 +19,9 @@ import streamvlm
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
 from streamvlm.data.formats import StreamRecord
-from streamvlm.errors import StreamvlmError
 from streamvlm.data.sample import IGNORE, RenderOptions, render_sample
 from streamvlm.engine.prompt import Renderer
+from streamvlm.errors import StreamvlmError
 from streamvlm.sources import synthetic_frames
 
 SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # the template's default
@@ -167,7 +167,8 @@ def test_stream_ids_equal_the_research_inference(tiny, seconds, windows):
     `text_sliding_window` w keeps w - 1)."""
     sink, window = 6, 8
     query = "Commentate on this match"
-    config = dict(zip(("vision_window", "text_rounds"), windows), text_sink=sink, text_window=window)
+    vision_window, text_rounds = windows
+    config = dict(vision_window=vision_window, text_rounds=text_rounds, text_sink=sink, text_window=window)
     ids, session, pads = stream(tiny, seconds, REPLIES, query=query, previous_text=PREVIOUS, **config)
     r = Research(tiny.tokenizer)
     assert len(r.encode(PREVIOUS)) < sink + window  # (a longer one: the next test)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import full_forward, retained_vision
+from helpers import full_forward, record_logits, retained_vision
 
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cli import main
@@ -47,7 +47,7 @@ def test_letter_logits_equal_a_full_forward_of_the_same_tokens(tiny):
 def test_asking_mid_stream_leaves_the_stream_undisturbed(tiny):
     options = dict(vision_window=2, text_rounds=2, text_sink=4, text_window=6, greedy=True, max_new_tokens=4)
     asked, plain = (StreamingSession(tiny, StreamConfig(**options)) for _ in range(2))
-    asked.trace, plain.trace = [], []
+    asked.trace, plain.trace = record_logits(asked), record_logits(plain)
     frames = list(synthetic_frames(8, 2, (56, 84), seed=5))
     texts = {"asked": [], "plain": []}
     for name, session in (("asked", asked), ("plain", plain)):

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import record_logits
 from safetensors.torch import load_file, save_file
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -60,7 +61,7 @@ def test_tiny_checkpoint_loads_by_path(tiny_dir):
 
 def _logits(loaded):
     session = StreamingSession(loaded, StreamConfig(greedy=True, max_new_tokens=2, repetition_penalty=1.0))
-    session.trace = []
+    session.trace = record_logits(session)
     for _ in session.run(ArraySource(synthetic_frames(3, 2, (56, 56)), 2)):
         pass
     return torch.stack([t[2] for t in session.trace])

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import record_logits
 from transformers import DynamicCache
 
 from streamvlm.cache.layout import Kind
@@ -55,7 +56,7 @@ def test_a_forced_round_is_what_the_engine_computes_while_streaming(world_dir):
     world = World(WorldConfig(seed=3, **WORLD))
     seconds = list(world.seconds(14))
     engine = StreamingSession(loaded, SMALL)
-    engine.trace = []
+    engine.trace = record_logits(engine)
     for frames, row in seconds:
         engine.step(frames, reply=row["text"])
         with torch.inference_mode():

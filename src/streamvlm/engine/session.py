@@ -107,9 +107,9 @@ class StreamingSession:
         self.frame_size: tuple[int, int] | None = None  # resize target, fixed by the first frames
         self.pixels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # round -> (pixels, grid) retained
         self.evictions = 0  # steps at which the cache lost, moved or re-positioned rows
-        #: When a list, every logits vector the session computes is appended as
-        #: (evictions so far, tokens in the cache, logits): tests compare them with a full forward.
-        self.trace: list[tuple[int, int, torch.Tensor]] | None = None
+        #: Called with (evictions so far, tokens in the cache, logits) for every logits vector of the
+        #: stream the session computes (not a question's): tests compare them with a full forward.
+        self.on_logits: Callable[[int, int, torch.Tensor], None] | None = None
         self.layout.extend(self.renderer.prefix(config.query, config.previous_text))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -214,12 +214,12 @@ class StreamingSession:
         ids = self.choice_token_ids(choices)
         spans, rows = list(self.layout.spans), [s.rows for s in self.layout.spans]
         fed_rows, next_position, cache_rows = self.layout.fed_rows, self.layout.next_position, self.cache.rows
-        trace, self.trace = self.trace, None  # the question's logits are no part of the stream
+        on_logits, self.on_logits = self.on_logits, None  # the question's logits are no part of the stream
         try:
             self.layout.extend(self.renderer.question(self.round, question))
             logits = self._feed()  # also feeds the end of the last reply, still pending
         finally:
-            self.trace = trace
+            self.on_logits = on_logits
             self.layout.spans = spans
             for span, r in zip(spans, rows, strict=True):
                 span.rows = r
@@ -274,8 +274,8 @@ class StreamingSession:
         logits = feed(self.model, self.cache, self.layout, pixels_of, all_logits)
         if all_logits:
             return logits
-        if self.trace is not None:
-            self.trace.append((self.evictions, self.layout.fed_rows, logits.float().cpu().clone()))
+        if self.on_logits is not None:
+            self.on_logits(self.evictions, self.layout.fed_rows, logits)
         return logits
 
     def _generate(self, logits: torch.Tensor, index: int) -> list[int]:
