@@ -99,3 +99,21 @@ def test_uneven_windows_keep_the_turn_shell():
     make_policy("streaming", vision_window=1, text_rounds=3, text_sink=9, text_window=9).retire(layout, 3)
     kinds1 = [s.kind for s in layout.spans if s.round == 1]
     assert Kind.VISION not in kinds1 and Kind.REPLY in kinds1 and Kind.USER_OPEN in kinds1
+
+
+def test_restore_undoes_appends_and_feeds_after_a_snapshot():
+    layout = Layout()
+    layout.extend([Span(Kind.PREFIX, [1, 2, 3]), *round_spans(0)])
+    layout.mark_fed()
+    layout.append_tokens(Kind.REPLY, 0, [9])  # pending, not fed
+    before = (layout.token_ids(), layout.positions(), [s.rows for s in layout.spans], layout.fed_rows)
+    snapshot = layout.snapshot()
+    layout.append_tokens(Kind.REPLY, 0, [10])  # grows the last span in place
+    layout.append(Span(Kind.USER_OPEN, [4, 5], 1))
+    layout.mark_fed()
+    assert layout.fed_rows == before[3] + 4 and len(layout) == len(before[0]) + 3
+    layout.restore(snapshot)
+    after = (layout.token_ids(), layout.positions(), [s.rows for s in layout.spans], layout.fed_rows)
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1]) and after[3] == before[3]
+    assert all(torch.equal(a, b) for a, b in zip(after[2], before[2], strict=True))
+    assert layout.next_position == int(layout.positions().max()) + 1

@@ -111,6 +111,18 @@ class Layout:
         self.next_position = max(self.next_position, start + ids.numel())
         return last
 
+    def snapshot(self) -> tuple:
+        """What `restore` needs to undo every append, token append and feed made after this call
+        (span tensors are replaced, never written in place, so references suffice)."""
+        kept = [(span, span.ids, span.pos, span.rows) for span in self.spans]
+        return kept, self.fed_rows, self.next_position
+
+    def restore(self, snapshot: tuple) -> None:
+        kept, self.fed_rows, self.next_position = snapshot
+        self.spans = [span for span, *_ in kept]
+        for span, ids, pos, rows in kept:
+            span.ids, span.pos, span.rows = ids, pos, rows
+
     # -- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:
         return sum(span.n for span in self.spans)

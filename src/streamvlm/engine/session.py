@@ -212,18 +212,14 @@ class StreamingSession:
         rows out of the cache, so the following seconds run as if nothing had been asked.
         """
         ids = self.choice_token_ids(choices)
-        spans, rows = list(self.layout.spans), [s.rows for s in self.layout.spans]
-        fed_rows, next_position, cache_rows = self.layout.fed_rows, self.layout.next_position, self.cache.rows
+        snapshot, cache_rows = self.layout.snapshot(), self.cache.rows
         on_logits, self.on_logits = self.on_logits, None  # the question's logits are no part of the stream
         try:
             self.layout.extend(self.renderer.question(self.round, question))
             logits = self._feed()  # also feeds the end of the last reply, still pending
         finally:
             self.on_logits = on_logits
-            self.layout.spans = spans
-            for span, r in zip(spans, rows, strict=True):
-                span.rows = r
-            self.layout.fed_rows, self.layout.next_position = fed_rows, next_position
+            self.layout.restore(snapshot)
             self.cache.reindex(torch.arange(cache_rows), torch.zeros(cache_rows, dtype=torch.long))
         return logits[ids].float().cpu()
 
