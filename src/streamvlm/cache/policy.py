@@ -20,8 +20,6 @@ from .layout import ROUND_KINDS, SHELL_KINDS, TEXT_KINDS, VISION_KINDS, Layout
 
 class Policy:
     name = "policy"
-    #: Re-encode every retained token each round instead of reusing K/V.
-    recompute = False
 
     def retire(self, layout: Layout, round_index: int) -> None:
         """Edit `layout` before round `round_index` is added."""
@@ -71,8 +69,13 @@ class StreamingPolicy(Policy):
 
 @dataclass
 class RecomputePolicy(StreamingPolicy):
+    """Keeps what `streaming` keeps, and forgets every cached row: the next feed re-encodes it all."""
+
     name = "recompute"
-    recompute = True
+
+    def retire(self, layout: Layout, round_index: int) -> None:
+        super().retire(layout, round_index)
+        layout.unfeed()
 
 
 @dataclass

@@ -242,10 +242,7 @@ class StreamingSession:
             self._feed()  # commentary about to move must be in the cache first
         rows_before = self.cache.rows
         self.policy.retire(self.layout, index)
-        if self.policy.recompute:
-            self.layout.unfeed()
-            self.cache.reset()
-        src, delta = self.layout.commit()
+        src, delta = self.layout.commit()  # nothing fed after recompute's retire: the cache empties
         if src.numel() != rows_before or bool((src != torch.arange(src.numel())).any() or delta.any()):
             self.evictions += 1
         self.cache.reindex(src, delta)
