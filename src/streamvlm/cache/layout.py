@@ -34,11 +34,12 @@ class Kind(IntEnum):
     REPLY_OPEN = 9  # opens the assistant turn
     REPLY = 10  # commentary content: moved into the memory when the round's text retires
     REPLY_CLOSE = 11  # silence marker and end of turn
+    QUESTION = 12  # a question asked mid-stream (multiple choice), taken out again once answered
 
 
 #: Spans that leave with a round's vision, with its text, and when both have left.
 VISION_KINDS = frozenset({Kind.VISION_OPEN, Kind.VISION, Kind.VISION_CLOSE})
-TEXT_KINDS = frozenset({Kind.TIME, Kind.REPLY_OPEN, Kind.REPLY, Kind.REPLY_CLOSE})
+TEXT_KINDS = frozenset({Kind.TIME, Kind.QUESTION, Kind.REPLY_OPEN, Kind.REPLY, Kind.REPLY_CLOSE})
 SHELL_KINDS = frozenset({Kind.USER_OPEN, Kind.USER_CLOSE})
 ROUND_KINDS = VISION_KINDS | TEXT_KINDS | SHELL_KINDS
 

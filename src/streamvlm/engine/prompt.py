@@ -132,7 +132,7 @@ class Renderer:
         (multiple-choice evaluation scores the answer's first token right after it)."""
         return [
             Span(Kind.USER_OPEN, self.turn_open("user"), index),
-            Span(Kind.TIME, self.encode(text), index),
+            Span(Kind.QUESTION, self.encode(text), index),
             Span(Kind.USER_CLOSE, self.turn_close(), index),
             Span(Kind.REPLY_OPEN, self.turn_open("assistant"), index),
         ]
