@@ -6,8 +6,8 @@ import pytest
 
 from streamvlm.cli import main
 from streamvlm.errors import StreamvlmError
-from streamvlm.eval.formats import read_candidate
 from streamvlm.eval.generate import list_videos, merge_dirs, resolve_shard, shard_of
+from streamvlm.eval.transcripts import read_candidate
 from streamvlm.sources import synthetic_frames, write_video
 
 

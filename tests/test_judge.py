@@ -14,9 +14,9 @@ import pytest
 from judge_server import JudgeServer
 
 from streamvlm.cli import main
-from streamvlm.eval.formats import Segment
 from streamvlm.eval.judge import backoff, parse_answer
 from streamvlm.eval.stats import cluster_bootstrap_ci
+from streamvlm.eval.transcripts import Segment
 from streamvlm.eval.units import windows
 
 WINDOW_S = 10

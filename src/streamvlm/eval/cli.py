@@ -129,7 +129,7 @@ def _judge_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_judge(args) -> int:
-    from .formats import read_candidate, read_reference
+    from .transcripts import read_candidate, read_reference
     from .units import select_windows
 
     _check_endpoint(args)
@@ -141,7 +141,7 @@ def cmd_judge(args) -> int:
 
 
 def cmd_events(args) -> int:
-    from .formats import read_candidate, read_events
+    from .transcripts import read_candidate, read_events
     from .units import select_events
 
     _check_endpoint(args)

@@ -66,7 +66,7 @@ VIDEOS_HELP = (
 def list_videos(spec: str, root: str | None = None) -> list[Path]:
     """Video paths from a folder, a text list or a JSONL with `video`; sorted, without duplicates."""
     from ..errors import StreamvlmError
-    from .formats import read_jsonl
+    from .transcripts import read_jsonl
 
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -178,7 +178,7 @@ def merge_dirs(
     import json
 
     from ..errors import StreamvlmError
-    from .formats import read_candidate, write_atomic
+    from .transcripts import read_candidate, write_atomic
 
     merged: dict = {}
     for d in dirs:

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import StreamvlmError
-from .formats import write_atomic
+from .transcripts import write_atomic
 from .units import Unit
 
 PROMPT_VERSION = "streamvlm-judge-1"  # part of every cache key: a prompt change never reuses answers

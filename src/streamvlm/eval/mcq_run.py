@@ -227,7 +227,7 @@ class MCQRun:
 
     # -- the report -------------------------------------------------------------------------
     def write_report(self, results: list[dict], settings: dict, run: str, answered_now: int) -> dict:
-        from .formats import write_atomic
+        from .transcripts import write_atomic
 
         reasons = Counter(re.sub(r"\[\d+\]", "[k]", re.sub(r": .*", "", s.reason)) for s in self.skipped)
         report = {

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import StreamvlmError
-from .formats import write_atomic
 from .judge import UnitResult
+from .transcripts import write_atomic
 
 
 def companion_paths(out: str | Path) -> dict[str, Path]:

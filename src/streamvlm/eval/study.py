@@ -195,9 +195,9 @@ def run_study(
     from ..config import StreamConfig
     from ..errors import StreamvlmError
     from ..world.config import WorldConfig
-    from .formats import write_atomic
     from .report import companion_paths
     from .study_report import markdown, plot
+    from .transcripts import write_atomic
 
     world_defaults = loaded.defaults.get("world", {})
     first = world_defaults.get("eval_seed", 9_000_001) + SEED_OFFSET if seed is None else seed

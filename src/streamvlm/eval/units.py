@@ -17,7 +17,7 @@ generation that started at 1000 s is not compared on the hour before it.
 
 from dataclasses import dataclass, field
 
-from .formats import Candidate, Event, Generation, ReferenceRow, Segment
+from .transcripts import Candidate, Event, Generation, ReferenceRow, Segment
 
 COVERAGE_TOLERANCE_S = 1.0
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import StreamvlmError
-from .formats import read_jsonl, read_text
+from .transcripts import read_jsonl, read_text
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 YES_NO = ("Yes", "No")
