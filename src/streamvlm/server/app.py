@@ -145,7 +145,9 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
                 raise MessageError("request body must be a JSON object")
             start = protocol.parse_message({"type": "start", "options": body.get("options", {})})
             pull = protocol.parse_message({**body, "type": "pull"})
-            await asyncio.to_thread(check_pull_url, pull.url, options.allow_dir, options.allow_private_urls)
+            spec = await asyncio.to_thread(
+                check_pull_url, pull.url, options.allow_dir, options.allow_private_urls
+            )
             session = manager.open("pull")
         except MessageError as exc:
             return refuse(400, str(exc))
@@ -153,7 +155,7 @@ def create_app(loaded, options: ServerOptions | None = None) -> FastAPI:
             return refuse(429, str(exc), "rate_limit_error", headers={"Retry-After": "10"})
         try:
             session.start(start.options)
-            await session.pull(pull)
+            await session.pull(pull, spec)
         except MessageError as exc:
             await session.finish(f"refused: {exc}")
             return refuse(400, str(exc))

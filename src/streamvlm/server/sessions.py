@@ -295,7 +295,9 @@ class Session:
             self.queue.put_nowait((chunk, time.perf_counter()))
             self.queued += 1
 
-    async def pull(self, message: Pull) -> None:
+    async def pull(self, message: Pull, spec: str | None = None) -> None:
+        """Start reading `message.url`; `spec`: what `check_pull_url` made of it, when the caller
+        has checked it already (resolving a host or reading a playlist once is enough)."""
         from ..sources import open_source
 
         if self.puller is not None or (self.buffer and (self.buffer.second is not None or self.seconds)):
@@ -303,9 +305,10 @@ class Session:
         if self.engine is None and self.refused_start is not None:
             self.start_default()  # raises: the client's own start was refused
         options = self.manager.options
-        spec = await asyncio.to_thread(
-            check_pull_url, message.url, options.allow_dir, options.allow_private_urls
-        )
+        if spec is None:
+            spec = await asyncio.to_thread(
+                check_pull_url, message.url, options.allow_dir, options.allow_private_urls
+            )
         if self.engine is None:
             self.start_default()
         try:
