@@ -232,7 +232,7 @@ def test_an_eos_of_the_generation_config_ends_the_turn_as_im_end(hub_dir, broken
 def test_shipped_model_decodes_as_before():
     """The shipped world model has no sampling fields in its generation_config.json: greedy, from
     its streamvlm.json, and only <|im_end|> stops it."""
-    from streamvlm.models.default import shipped_model_dir
+    from streamvlm_world.plugin import shipped_model_dir
 
     path = shipped_model_dir()
     if path is None:

@@ -287,7 +287,7 @@ def test_memory_number_labels_cover_the_numbers_of_the_previous_text(long_video,
 def test_teacher_forced_number_accuracy_counts_each_number(long_video, tiny, tmp_path):
     from types import SimpleNamespace
 
-    from streamvlm.eval.numbers import number_accuracy
+    from streamvlm_world.numbers import number_accuracy
 
     _, video = long_video
     words = [(0.1, 0.4, "red"), (0.4, 0.6, "scores"), (0.6, 0.9, "3"), (2.1, 2.5, "blue"), (2.5, 2.9, "4")]

@@ -17,7 +17,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from streamvlm.errors import StreamvlmError
 from streamvlm.models import VideoProcessor
-from streamvlm.models.default import shipped_model_dir
+from streamvlm_world.plugin import shipped_model_dir
 
 IDS = [f"{w}x{h}" for h, w in SIZES]
 reference_frames = lru_cache(maxsize=None)(pixel_reference.reference_frames)

@@ -10,12 +10,10 @@ difference on or off, and the tests show both sides.
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import streamvlm
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind
 from streamvlm.data.formats import StreamRecord
@@ -23,6 +21,7 @@ from streamvlm.data.sample import IGNORE, RenderOptions, render_sample
 from streamvlm.engine.prompt import Renderer
 from streamvlm.errors import StreamvlmError
 from streamvlm.sources import synthetic_frames
+from streamvlm_world.plugin import SHIPPED
 
 SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # the template's default
 
@@ -207,7 +206,7 @@ def test_round_zero_memory_is_cut_before_it_is_seen(tiny):
 
 def test_shipped_layout_keeps_the_query_in_the_prefix(tiny):
     """`query_turn: prefix` (the shipped world model's checkpoint): a user turn of its own, kept."""
-    shipped = json.loads((Path(streamvlm.__file__).parent / "assets/world-model/streamvlm.json").read_text())
+    shipped = json.loads((SHIPPED / "streamvlm.json").read_text())
     assert shipped["query_turn"] == "prefix"  # what it was trained with
     query = "Commentate on this match"
     loaded = replace(tiny, defaults={**tiny.defaults, "query_turn": "prefix"})

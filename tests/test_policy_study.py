@@ -13,11 +13,12 @@ import torch
 from streamvlm.cli import main
 from streamvlm.config import StreamConfig
 from streamvlm.engine import StreamingSession
-from streamvlm.eval import attention, study
+from streamvlm.eval import attention
 from streamvlm.models import load_model
-from streamvlm.world.config import WorldConfig
-from streamvlm.world.model import init_world_checkpoint
-from streamvlm.world.stream import World
+from streamvlm_world import study
+from streamvlm_world.config import WorldConfig
+from streamvlm_world.model import init_world_checkpoint
+from streamvlm_world.stream import World
 
 SMALL = {"vision_window": 4, "text_rounds": 4, "max_new_tokens": 1}
 
@@ -167,7 +168,7 @@ def test_attention_shares_match_an_eager_forward(world_model, world_dir):
 
 def test_streamed_and_full_attention_agree_until_the_first_eviction(world_model):
     config = replace(StreamConfig.from_dict(world_model.defaults["stream"]), **SMALL)
-    result = attention.probe_attention(world_model, config, WorldConfig(seed=9_000_006), [2, 9])
+    result = study.probe_world_attention(world_model, config, WorldConfig(seed=9_000_006), [2, 9])
     early, late = result["probes"]
     assert early["streaming_keys"] == early["full_keys"]
     for s, f in zip(early["streaming"], early["full"], strict=True):

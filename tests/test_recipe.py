@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from streamvlm.world.recipe import TEXT_DATASET_SEED, Recipe, train_world_model
+from streamvlm_world.recipe import TEXT_DATASET_SEED, Recipe, train_world_model
 
 
 def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
@@ -102,7 +102,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
 
 def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     from streamvlm.cli import main
-    from streamvlm.world import recipe as recipe_module
+    from streamvlm_world import recipe as recipe_module
 
     seen = []
     monkeypatch.setattr(recipe_module, "train_world_model", lambda r, log: seen.append(r) or {})
@@ -170,8 +170,8 @@ def test_contradicting_options_are_refused_before_any_stage(tmp_path, capsys):
 @pytest.mark.parametrize("decay", [False, True])
 def test_vision_warmup_learning_rate_stays_constant_or_falls_to_zero(decay):
     from streamvlm.models import load_model
-    from streamvlm.models.default import shipped_model_dir
-    from streamvlm.world.warmup import CLASSES, vision_warmup
+    from streamvlm_world.plugin import shipped_model_dir
+    from streamvlm_world.warmup import CLASSES, vision_warmup
 
     loaded = load_model(str(shipped_model_dir()))  # a world-sized vision tower, trained in memory only
     rng = np.random.default_rng(0)

@@ -25,10 +25,10 @@ from streamvlm.errors import StreamvlmError
 from streamvlm.models import load_model
 from streamvlm.train import pointer
 from streamvlm.train.replay import ReplayConfig, ReplayStream, replay_train
-from streamvlm.world.config import WorldConfig
-from streamvlm.world.model import init_world_checkpoint
-from streamvlm.world.replay import world_streams
-from streamvlm.world.stream import World
+from streamvlm_world.config import WorldConfig
+from streamvlm_world.model import init_world_checkpoint
+from streamvlm_world.replay import world_streams
+from streamvlm_world.stream import World
 
 WORLD = {"nicknames": False, "score_on_serve": True, "goal_light": True, "score_change": True}
 SMALL = StreamConfig(vision_window=3, text_rounds=3, text_sink=6, text_window=10, greedy=True)
@@ -225,7 +225,7 @@ def test_world_replay_command_writes_the_model_and_rejects_other_models(
 def test_averaging_checkpoints_writes_their_mean_and_refuses_other_models(world_dir, tiny_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from streamvlm.train.average import average_checkpoints
+    from streamvlm_world.average import average_checkpoints
 
     weights = load_file(world_dir / "model.safetensors")
     dirs = []

@@ -9,11 +9,12 @@ import json
 import pytest
 
 from streamvlm import StreamConfig
-from streamvlm.eval.world import stream_world
 from streamvlm.models import load_model
-from streamvlm.models.default import default_model_dir, shipped_model_dir
-from streamvlm.world.config import WorldConfig
-from streamvlm.world.recipe import EVAL_SEED
+from streamvlm.models.default import default_model_dir
+from streamvlm_world.config import WorldConfig
+from streamvlm_world.eval import stream_world
+from streamvlm_world.plugin import shipped_model_dir
+from streamvlm_world.recipe import EVAL_SEED
 
 HELD_OUT_SEED = EVAL_SEED + 7  # neither a training seed nor the model card's evaluation seed
 
@@ -36,7 +37,7 @@ THRESHOLDS = {
 @pytest.fixture(scope="module")
 def shipped():
     path = shipped_model_dir()
-    assert path is not None, "the shipped model (src/streamvlm/assets/world-model) is missing"
+    assert path is not None, "the shipped model (src/streamvlm_world/assets/world-model) is missing"
     return load_model(str(path))
 
 

@@ -13,7 +13,7 @@ import pytest
 from streamvlm.cli import main
 from streamvlm.errors import StreamvlmError
 from streamvlm.sources import VideoFileSource
-from streamvlm.world import (
+from streamvlm_world import (
     BLUE,
     NICKNAMES,
     POINT,
@@ -29,8 +29,8 @@ from streamvlm.world import (
     vocabulary,
     write_dataset,
 )
-from streamvlm.world.commentary import NUMBER_WORDS, number
-from streamvlm.world.render import BALL, BLUE_PADDLE, RED_PADDLE
+from streamvlm_world.commentary import NUMBER_WORDS, number
+from streamvlm_world.render import BALL, BLUE_PADDLE, RED_PADDLE
 
 TEAM_INDEX = {RED: 0, BLUE: 1}
 PADDLE_COLOR = {RED: RED_PADDLE, BLUE: BLUE_PADDLE}

@@ -2,10 +2,10 @@
 
 import pytest
 
-from streamvlm.world.commentary import NUMBER_WORDS
-from streamvlm.world.config import WorldConfig
-from streamvlm.world.evaluate import parse, score_lines
-from streamvlm.world.stream import World
+from streamvlm_world.commentary import NUMBER_WORDS
+from streamvlm_world.config import WorldConfig
+from streamvlm_world.evaluate import parse, score_lines
+from streamvlm_world.stream import World
 
 
 def test_perfect_commentary_scores_perfectly():

@@ -17,6 +17,7 @@ from . import __version__
 from .cache.policy import POLICIES
 from .config import POSITIONS, StreamConfig
 from .errors import StreamvlmError
+from .plugins import hooks
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -64,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="stream a freshly generated match through the default model",
-        description="With the shipped world model: generate a match it never saw, stream it, "
-        "print its commentary beside the ground truth and its scores. With another model: "
-        "stream a generated clip.",
+        help="stream a generated clip through the default model",
+        description="Stream a generated clip (moving shapes) through the model. A plugin may run "
+        "its own demo for a model it knows: with the shipped world model (streamvlm_world), a "
+        "match it never saw, its commentary beside the ground truth, and its scores.",
     )
     demo.add_argument("--seconds", type=positive_int, default=120, help="stream length (default 120)")
     demo.add_argument(
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in SUBCOMMAND_MODULES:  # each adds its own subcommands; heavy imports stay inside them
         importlib.import_module(module).register(sub)
+    for register in hooks("register"):  # installed plugins' commands (e.g. `world`)
+        register(sub)
     return parser
 
 
@@ -116,7 +119,6 @@ SUBCOMMAND_MODULES = (
     "streamvlm.data.cli",
     "streamvlm.train.cli",
     "streamvlm.bench.cli",
-    "streamvlm.world.cli",
     "streamvlm.eval.cli",
     "streamvlm.server.cli",
 )
@@ -324,27 +326,16 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     from pathlib import Path
 
-    from .runner import load_for_run, stream_to_files, world_demo
+    from .runner import load_for_run, stream_to_files
     from .sources import ArraySource, synthetic_frames
 
     loaded = load_for_run(args.model, "cpu", None, None, None, quiet=False)
-    config = StreamConfig.from_dict(loaded.defaults.get("stream", {}))
     out = Path(args.out_dir)
-    if "world" in loaded.defaults:
-        m = world_demo(loaded, config, args.seconds, args.seed, args.out_dir)
-
-        def pct(x):
-            return "n/a" if x is None else f"{x:.0%}"
-
-        print(
-            f"\nexact seconds {m['exact']:.0%} · points F1 {m['point']['f1']:.2f} · "
-            f"announced score right {pct(m['score_accuracy'])} "
-            f"(its point calls counted exactly: {pct(m.get('counted_score_accuracy'))}; "
-            f"following from its own previous one: {pct(m.get('stepped_score_accuracy'))}) "
-            f"· serves F1 {m['serve']['f1']:.2f} · returns F1 {m['return']['f1']:.2f}",
-            file=sys.stderr,
-        )
+    for demo in hooks("demo"):  # a plugin's own demo for a model it knows (the world's shipped model)
+        if demo(loaded, args) is not None:
+            break
     else:
+        config = StreamConfig.from_dict(loaded.defaults.get("stream", {}))
         width, height = parse_size(args.size)
         source = ArraySource(synthetic_frames(args.seconds, config.fps, (height, width)), config.fps)
         print(

@@ -3,7 +3,6 @@ source into commentary / statistics files while showing progress on the terminal
 
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -163,51 +162,3 @@ def show(line: Commentary, status: bool, text: str) -> None:
         if status:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
         print(f"[{timestamp(line.start)[:8]}] {text}", flush=True)
-
-
-def world_demo(
-    loaded: LoadedModel, config: StreamConfig, seconds: int, seed: int | None, out_dir: str
-) -> dict:
-    """Stream a freshly generated world match (a seed the model never saw) through the model,
-    printing its commentary beside the ground truth; writes the video, truth, JSONL and VTT."""
-    from pathlib import Path
-
-    from .sources import VideoFileSource
-    from .world.config import WorldConfig
-    from .world.dataset import write_world_video
-    from .world.evaluate import score_lines
-    from .world.stream import World
-
-    world_defaults = loaded.defaults.get("world", {})
-    world_config = WorldConfig.for_model(
-        world_defaults, world_defaults.get("demo_seed", 0) if seed is None else seed, fps=config.fps
-    )
-    world = World(world_config)
-    out = Path(out_dir)
-    video = out / "demo.mp4"
-    write_world_video(video, world, seconds, truth=out / "demo.truth.jsonl")
-    rows = list(world.rows(seconds))
-    config = replace(config, previous_text=world.opening_text, query=world_config.query)
-    print(f"a new match (world seed {world_config.seed}), {seconds} s: {video}", file=sys.stderr)
-    if world.opening_text:
-        print(f"opening text: {world.opening_text}", file=sys.stderr)
-
-    def describe(line: Commentary) -> str:
-        truth = rows[int(line.start)]["text"]
-        if not line.text and not truth:
-            return ""
-        mark = "=" if line.text == truth else "≠"
-        return f"{line.text or '(silence)':<40} {mark} truth: {truth or '(silence)'}"
-
-    lines = stream_to_files(
-        loaded,
-        config,
-        VideoFileSource(video, fps=config.fps),
-        out=str(out / "demo.jsonl"),
-        stats=str(out / "demo-stats.jsonl"),
-        extra_out=[str(out / "demo.vtt")],
-        describe=describe,
-    )
-    return score_lines(
-        [line.text for line in lines], rows, world.nicknames, points_to_win=world_config.points_to_win
-    )

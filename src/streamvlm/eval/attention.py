@@ -22,10 +22,8 @@ computes softmax(QK^T / sqrt(d) + mask) for that call. Nothing in transformers i
 """
 
 import contextlib
-import tempfile
 from collections import deque
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from transformers import AttentionInterface
@@ -177,38 +175,29 @@ class _Replay:
         return self.tokens.popleft()
 
 
-def probe_attention(
-    loaded, config: StreamConfig, world_config, probes: list[int], on_second=None, video: Path | None = None
-) -> dict:
-    """Attention shares per probe second and layer, streamed cache vs full attention on the same tokens."""
-    from ..sources import VideoFileSource
-    from ..world.dataset import write_world_video
-    from ..world.stream import World
-
-    world = World(world_config)
-    seconds = max(probes) + 1
-    config = replace(config, fps=world_config.fps, previous_text=world.opening_text, query=world_config.query)
+def probe_attention(loaded, config: StreamConfig, source, probes: list[int], on_second=None) -> dict:
+    """Attention shares per probe second and layer, streamed cache vs full attention on the same tokens.
+    `source` yields the stream's seconds (chunks with `frames`, `start`, `end`) at least up to the last
+    probe; `config` carries the stream's prompt (previous text, query)."""
     stream = StreamingSession(loaded, config)
     shadow = StreamingSession(loaded, replace(config, policy="full"))
     stream.sampler = _Recording(stream.sampler)
     shadow.sampler = _Replay(stream.sampler.tokens)
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if video is None:
-            video = Path(tmp) / "match.mp4"
-            write_world_video(video, world, seconds)
-        for chunk in VideoFileSource(video, fps=world_config.fps, seconds=seconds):
-            t = stream.round
-            if t not in probes:
-                stream.step(chunk.frames, chunk.start, chunk.end)
-                shadow.step(chunk.frames, chunk.start, chunk.end)
-            else:
-                probe = {"t": t}
-                for name, session in (("streaming", stream), ("full", shadow)):
-                    with recording(loaded.model) as recorder:
-                        session.step(chunk.frames, chunk.start, chunk.end)
-                    probe[f"{name}_keys"], probe[name] = layer_shares(recorder, session, t)
-                results.append(probe)
-            if on_second is not None:
-                on_second(t)
-    return {"seed": world_config.seed, "groups": list(GROUPS), "probes": results}
+    for chunk in source:
+        if stream.round > max(probes):
+            break
+        t = stream.round
+        if t not in probes:
+            stream.step(chunk.frames, chunk.start, chunk.end)
+            shadow.step(chunk.frames, chunk.start, chunk.end)
+        else:
+            probe = {"t": t}
+            for name, session in (("streaming", stream), ("full", shadow)):
+                with recording(loaded.model) as recorder:
+                    session.step(chunk.frames, chunk.start, chunk.end)
+                probe[f"{name}_keys"], probe[name] = layer_shares(recorder, session, t)
+            results.append(probe)
+        if on_second is not None:
+            on_second(t)
+    return {"groups": list(GROUPS), "probes": results}

@@ -13,6 +13,8 @@ import importlib
 import shlex
 import sys
 
+from ..plugins import hooks
+
 JUDGE_HELP = """Pairwise LLM judging on Inf-Streams-Eval: A's win rate against B.
 
 Scoring windows are cut from the reference transcript (--window seconds of consecutive reference
@@ -70,14 +72,14 @@ def register(subparsers) -> None:
 
     for module in EVAL_MODULES:  # further `eval` subcommands, each module defines `register(sub)`
         importlib.import_module(module).register(sub)
+    for register in hooks("register_eval"):  # installed plugins' `eval` commands (e.g. `eval world`)
+        register(sub)
 
 
-#: Modules adding `eval` subcommands (policy study, multiple-choice VQA, sharded generation).
+#: Modules adding `eval` subcommands (multiple-choice VQA, sharded generation).
 EVAL_MODULES: tuple[str, ...] = (
     "streamvlm.eval.mcq",
     "streamvlm.eval.generate",
-    "streamvlm.eval.study",
-    "streamvlm.eval.numbers",
 )
 
 

@@ -1,7 +1,7 @@
 """The model used when none is named.
 
-The shipped world model (`streamvlm/assets/world-model`, trained by `streamvlm world train-model`)
-when the package has it; otherwise a tiny random-weight checkpoint written once to the user cache
+The first installed plugin's default model (`streamvlm.plugins`: the demo world ships one) when
+there is one; otherwise a tiny random-weight checkpoint written once to the user cache
 (`$STREAMVLM_CACHE`, default ~/.cache/streamvlm), whose commentary is noise.
 """
 
@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..plugins import hooks
 from .tiny import write_tiny_checkpoint
 
 DEFAULT_SEED = 0
@@ -18,16 +19,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STREAMVLM_CACHE", Path.home() / ".cache" / "streamvlm")).expanduser()
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "world-model"
-
-
-def shipped_model_dir() -> Path | None:
-    return SHIPPED if (SHIPPED / "model.safetensors").is_file() else None
-
-
 def default_model_dir() -> Path:
-    if shipped_model_dir() is not None:
-        return SHIPPED
+    for default_model in hooks("default_model"):
+        if (path := default_model()) is not None:
+            return Path(path)
     return random_model_dir()
 
 

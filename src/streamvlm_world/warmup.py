@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..sources import VideoFileSource
-from ..train.precision import cpu_autocast
+from streamvlm.sources import VideoFileSource
+from streamvlm.train.precision import cpu_autocast
 
 CLASSES = ("silent", "serve-red", "serve-blue", "return-red", "return-blue", "point-red", "point-blue")
 

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..train.replay import ReplayConfig, ReplayLog, ReplayStream, replay_train
+from streamvlm.train.replay import ReplayConfig, ReplayLog, ReplayStream, replay_train
+
 from .config import WorldConfig
 
 #: World seeds of the replay matches: apart from the datasets (1_000_000 + i, 2_000_000 + i) and the
@@ -64,7 +65,8 @@ def world_streams(
 ) -> Iterator:
     """A `ReplayStream` per seed: the match encoded to a temporary video and read back, with its truth
     (`hide_goal_ball`: every other match drawn without the ball in the goal)."""
-    from ..sources import VideoFileSource
+    from streamvlm.sources import VideoFileSource
+
     from .dataset import write_world_video
     from .stream import World
 
@@ -102,9 +104,9 @@ def replay_world_model(
     from it) and write it, with every other file of `model_dir`, to `out_dir` (written whole or not at
     all). The world and the streaming defaults are the model's own (its `streamvlm.json`) unless
     given. Returns the run's log."""
-    from ..config import StreamConfig
-    from ..errors import StreamvlmError
-    from ..models.load import load_model
+    from streamvlm.config import StreamConfig
+    from streamvlm.errors import StreamvlmError
+    from streamvlm.models.load import load_model
 
     if phase not in PHASES:
         raise StreamvlmError(f"replay: unknown phase {phase!r}; choose one of {', '.join(PHASES)}")

@@ -10,13 +10,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import StreamConfig
-from ..engine import StreamingSession
-from ..sources import VideoFileSource
-from ..world.config import WorldConfig
-from ..world.dataset import write_world_video
-from ..world.evaluate import score_lines
-from ..world.stream import World
+from streamvlm.config import StreamConfig
+from streamvlm.engine import StreamingSession
+from streamvlm.sources import VideoFileSource
+
+from .config import WorldConfig
+from .dataset import write_world_video
+from .evaluate import score_lines
+from .stream import World
 
 
 def stream_world(

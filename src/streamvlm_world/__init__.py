@@ -1,6 +1,6 @@
 """The procedural stream world: a deterministic match with exact per-second commentary.
 
-    from streamvlm.world import World, WorldConfig
+    from streamvlm_world import World, WorldConfig
     world = World(WorldConfig(seed=3, fps=2, size=112))
     world.opening_text                      # the stream's `previous` text: the team nicknames
     for frames, row in world.seconds(60):   # (fps, size, size, 3) uint8 RGB and the truth row

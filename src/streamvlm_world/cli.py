@@ -64,7 +64,7 @@ def register(subparsers) -> None:
         "train-model",
         help="train the shipped world model from scratch (resumable; on 2 CPU cores ~45 min with "
         "bfloat16, ~56 without)",
-        description="Runs the whole recipe of streamvlm.world.recipe: tokenizer + architecture, a world "
+        description="Runs the whole recipe of streamvlm_world.recipe: tokenizer + architecture, a world "
         "dataset cut into overlapped windows, a language-model warm-up on commentary, a vision warm-up, SFT, "
         "and a held-out evaluation; writes the model with its card and metrics to --out-dir. Re-run the "
         "same command after a kill to continue.",
@@ -72,7 +72,9 @@ def register(subparsers) -> None:
     model.add_argument(
         "--work-dir", default="runs/world-model", help="stage outputs (default runs/world-model)"
     )
-    model.add_argument("--out-dir", default="src/streamvlm/assets/world-model", help="where the model goes")
+    model.add_argument(
+        "--out-dir", default="src/streamvlm_world/assets/world-model", help="where the model goes"
+    )
     d = Recipe()  # the shipped recipe's defaults
     on_off = argparse.BooleanOptionalAction
     model.add_argument("--nicknames", action=on_off, default=d.nicknames, help="matches with team nicknames")
@@ -308,7 +310,8 @@ def progress_bar(total: int, desc: str):
 
 
 def cmd_video(args) -> int:
-    from ..errors import StreamvlmError
+    from streamvlm.errors import StreamvlmError
+
     from .dataset import write_world_video
     from .stream import World
 
@@ -326,7 +329,8 @@ def cmd_video(args) -> int:
 
 
 def cmd_dataset(args) -> int:
-    from ..errors import StreamvlmError
+    from streamvlm.errors import StreamvlmError
+
     from .dataset import write_dataset
 
     if args.videos < 1 or args.seconds < 1:
@@ -348,7 +352,8 @@ def cmd_dataset(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from ..errors import StreamvlmError
+    from streamvlm.errors import StreamvlmError
+
     from .stream import measure
 
     if args.seconds < 1:

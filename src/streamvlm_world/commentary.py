@@ -16,7 +16,8 @@ second, so the second a word belongs to (the one its end time falls in) is never
 
 import numpy as np
 
-from ..words import NUMBER_WORDS
+from streamvlm.words import NUMBER_WORDS
+
 from .config import WorldConfig
 from .game import BLUE, POINT, RED, SERVE, Event
 

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from ..errors import StreamvlmError
+from streamvlm.errors import StreamvlmError
+
 from .config import MODEL_OPTIONS, WorldConfig
 
 WORLD_PARAMS = "5.0 M-parameter"
@@ -40,7 +41,7 @@ TEXT_DATASET_SEED = 2
 @dataclass
 class Recipe:
     work_dir: str = "runs/world-model"
-    out_dir: str = "src/streamvlm/assets/world-model"
+    out_dir: str = "src/streamvlm_world/assets/world-model"
     nicknames: bool = False
     score_on_serve: bool = True  # the world also announces the score with every serve
     goal_light: bool = True  # the conceding goal line glows after a point, until the next serve
@@ -91,11 +92,12 @@ class Recipe:
 
 
 def train_world_model(recipe: Recipe, log=print) -> dict:
-    from ..data.chunks import ChunkStats, make_chunks
-    from ..data.formats import read_annotations, write_annotations
-    from ..models.load import load_model
-    from ..train.config import TrainConfig
-    from ..train.trainer import train
+    from streamvlm.data.chunks import ChunkStats, make_chunks
+    from streamvlm.data.formats import read_annotations, write_annotations
+    from streamvlm.models.load import load_model
+    from streamvlm.train.config import TrainConfig
+    from streamvlm.train.trainer import train
+
     from .dataset import video_seed, write_dataset
     from .model import STREAM_DEFAULTS, init_world_checkpoint
     from .textlm import text_warmup
@@ -374,12 +376,12 @@ def replay_run(
 
 def averaged_replay(jobs: list[dict], out_dir: Path) -> None:
     """Run the replay `jobs` (`replay_run` arguments) side by side in worker processes, then write the
-    mean of their weights to `out_dir` (`train.average`), its `replay.json` listing every run. A run
+    mean of their weights to `out_dir` (`streamvlm_world.average`), its `replay.json` listing every run. A run
     already written is not run again; one killed part-way continues from its checkpoint."""
     import concurrent.futures
     import multiprocessing
 
-    from ..train.average import average_checkpoints
+    from .average import average_checkpoints
 
     todo = [job for job in jobs if not (job["target"] / "final" / "replay.json").is_file()]
     workers = max(1, min(len(todo), os.cpu_count() or 1))
@@ -416,9 +418,10 @@ def _replay_job(threads: int, job: dict) -> None:
 
 def evaluate_shipped(model_dir: Path, recipe: Recipe) -> dict:
     """Streaming-policy scores of the model on a held-out match (the greedy defaults it ships with)."""
-    from ..config import StreamConfig
-    from ..eval.world import stream_world
-    from ..models.load import load_model
+    from streamvlm.config import StreamConfig
+    from streamvlm.models.load import load_model
+
+    from .eval import stream_world
 
     loaded = load_model(str(model_dir))
     config = StreamConfig.from_dict(loaded.defaults.get("stream", {}))

@@ -9,8 +9,9 @@ chat layout and time stamps), so every commentary word is one token.
 import random
 from pathlib import Path
 
-from ..engine.prompt import QUERY_IN_PREFIX, SILENCE
-from ..models.tiny import TinySpec, write_tiny_checkpoint
+from streamvlm.engine.prompt import QUERY_IN_PREFIX, SILENCE
+from streamvlm.models.tiny import TinySpec, write_tiny_checkpoint
+
 from .commentary import NICKNAMES, vocabulary
 from .config import WorldConfig
 from .stream import World

@@ -14,7 +14,7 @@ import sys
 
 
 def register(sub) -> None:
-    from ..cli import positive_int
+    from streamvlm.cli import positive_int
 
     p = sub.add_parser(
         "numbers",
@@ -35,7 +35,7 @@ def number_accuracy(loaded, dataset, windows=None) -> dict:
     """{"accuracy", "numbers", "windows", "by_line": {second word: {"accuracy", "numbers"}}}."""
     import torch
 
-    from ..data.sample import collate, number_tokens
+    from streamvlm.data.sample import collate, number_tokens
 
     tokenizer = loaded.tokenizer
     numbers = number_tokens(tokenizer)
@@ -71,9 +71,9 @@ def number_accuracy(loaded, dataset, windows=None) -> dict:
 
 
 def cmd_numbers(args) -> int:
-    from ..config import StreamConfig
-    from ..data.sample import RenderOptions, StreamDataset
-    from ..runner import load_for_run
+    from streamvlm.config import StreamConfig
+    from streamvlm.data.sample import RenderOptions, StreamDataset
+    from streamvlm.runner import load_for_run
 
     loaded = load_for_run(args.model)
     stream = StreamConfig.from_dict(loaded.defaults.get("stream", {}))  # the model's, else the method's

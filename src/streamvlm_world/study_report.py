@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .report import save_figure
+from streamvlm.eval.report import save_figure
 
 
 def _pct(x) -> str:

@@ -26,7 +26,8 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import StreamvlmError
+from streamvlm.errors import StreamvlmError
+
 from .config import WorldConfig
 from .stream import World
 
@@ -47,7 +48,7 @@ def write_world_video(
 
     `progress` is anything with `update(n)` (a tqdm bar), told once per second written.
     """
-    from ..sources import write_video  # PyAV: only when a file is written
+    from streamvlm.sources import write_video  # PyAV: only when a file is written
 
     if seconds < 1:
         raise StreamvlmError(f"seconds must be >= 1, got {seconds}")

@@ -6,7 +6,7 @@ seed plays the same match at any frame size; only `size` and `fps` concern pixel
 
 from dataclasses import asdict, dataclass, fields
 
-from ..errors import StreamvlmError
+from streamvlm.errors import StreamvlmError
 
 #: The game clock: it moves in half-second steps, so every event lands exactly on a frame.
 STEPS_PER_S = 2

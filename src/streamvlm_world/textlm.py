@@ -13,8 +13,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..data.sample import number_tokens
-from ..train.precision import cpu_autocast
+from streamvlm.data.sample import number_tokens
+from streamvlm.train.precision import cpu_autocast
+
 from .config import WorldConfig
 from .stream import World
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -89,9 +90,9 @@ def register(sub) -> None:
 def cmd_world(args) -> int:
     import torch
 
-    from ..errors import StreamvlmError
-    from ..models import load_model
-    from ..models.default import default_model_dir
+    from streamvlm.errors import StreamvlmError
+    from streamvlm.models import load_model
+    from streamvlm.models.default import default_model_dir
 
     minutes = _numbers(args.minutes, "--minutes", float)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -160,7 +161,7 @@ def _command(args) -> str:
 
 
 def _numbers(text: str, flag: str, kind) -> list:
-    from ..errors import StreamvlmError
+    from streamvlm.errors import StreamvlmError
 
     try:
         values = [kind(x) for x in text.split(",") if x.strip()]
@@ -192,12 +193,13 @@ def run_study(
     import torch
     from tqdm import tqdm
 
-    from ..config import StreamConfig
-    from ..errors import StreamvlmError
-    from ..world.config import WorldConfig
-    from .report import companion_paths
+    from streamvlm.config import StreamConfig
+    from streamvlm.errors import StreamvlmError
+    from streamvlm.eval.report import companion_paths
+    from streamvlm.eval.transcripts import write_atomic
+
+    from .config import WorldConfig
     from .study_report import markdown, plot
-    from .transcripts import write_atomic
 
     world_defaults = loaded.defaults.get("world", {})
     first = world_defaults.get("eval_seed", 9_000_001) + SEED_OFFSET if seed is None else seed
@@ -232,8 +234,8 @@ def run_study(
 
         def video(length: int, s: int) -> Path:
             if s not in videos:
-                from ..world.dataset import write_world_video
-                from ..world.stream import World
+                from .dataset import write_world_video
+                from .stream import World
 
                 bar.set_description(f"writing the {length / 60:g} min match")
                 videos[s] = Path(tmp) / f"match-{s}.mp4"
@@ -247,11 +249,9 @@ def run_study(
             )
             write_atomic(c.path, json.dumps({"key": c.key, **run}) + "\n")
         if run_probes:
-            from .attention import probe_attention
-
             bar.set_description("attention probes")
             probe_video = video(lengths_s[0], seeds[0]) if lengths_s[0] > max(probes) else None
-            result = probe_attention(
+            result = probe_world_attention(
                 loaded, base, world(seeds[0]), probes, on_second=lambda t: bar.update(1), video=probe_video
             )
             write_atomic(probe_file, json.dumps({"key": probe_key, **result}) + "\n")
@@ -305,9 +305,10 @@ class Cell:
 
 def run_cell(loaded, config, world_config, seconds: int, bucket_s: int, video: Path, tick=None) -> dict:
     """Stream one policy over one match; per-second texts and stats (summarized by `summarize`)."""
-    from ..cache.layout import Kind
-    from ..world.config import MODEL_OPTIONS
-    from .world import stream_world
+    from streamvlm.cache.layout import Kind
+
+    from .config import MODEL_OPTIONS
+    from .eval import stream_world
 
     def memory_tokens(session) -> dict:
         memory = session.layout.find(Kind.MEMORY)
@@ -337,9 +338,9 @@ def run_cell(loaded, config, world_config, seconds: int, bucket_s: int, video: P
 
 def summarize(cell: dict, length: int, bucket_s: int) -> dict:
     """Whole-stream and per-bucket numbers of a streamed cell (buckets past its end: skipped)."""
-    from ..world.config import WorldConfig
-    from ..world.evaluate import score_lines
-    from ..world.stream import World
+    from .config import WorldConfig
+    from .evaluate import score_lines
+    from .stream import World
 
     world = World(WorldConfig.for_model(cell, cell["seed"]))  # the cell keeps the world's commentary options
     rows = list(world.rows(len(cell["predicted"])))
@@ -399,3 +400,26 @@ def _model_id(path: Path) -> str:
         st = weights.stat()
         return f"{Path(path).resolve()}:{st.st_size}:{int(st.st_mtime)}"
     return str(Path(path).resolve())
+
+
+def probe_world_attention(
+    loaded, config, world_config, probes: list[int], on_second=None, video: Path | None = None
+) -> dict:
+    """`eval.attention.probe_attention` on a world match (encoded to `video`, or a temporary file),
+    with its opening text and query, like a user would start the stream."""
+    from streamvlm.eval.attention import probe_attention
+    from streamvlm.sources import VideoFileSource
+
+    from .dataset import write_world_video
+    from .stream import World
+
+    world = World(world_config)
+    seconds = max(probes) + 1
+    config = replace(config, fps=world_config.fps, previous_text=world.opening_text, query=world_config.query)
+    with tempfile.TemporaryDirectory() as tmp:
+        if video is None:
+            video = Path(tmp) / "match.mp4"
+            write_world_video(video, world, seconds)
+        source = VideoFileSource(video, fps=world_config.fps, seconds=seconds)
+        result = probe_attention(loaded, config, source, probes, on_second=on_second)
+    return {"seed": world_config.seed, **result}
