@@ -10,9 +10,8 @@ from helpers import full_forward, record_logits, retained_vision
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cli import main
 from streamvlm.errors import StreamvlmError
-from streamvlm.eval.mcq_run import spread, watch_seconds
+from streamvlm.eval.mcq import aggregate, load_annotations, mcq_prompt, spread, watch_seconds
 from streamvlm.eval.transcripts import read_jsonl
-from streamvlm.eval.vqa import aggregate, load_annotations, mcq_prompt
 from streamvlm.sources import ArraySource, synthetic_frames, write_video
 
 LETTERS = ["A", "B", "C", "D"]
