@@ -177,6 +177,7 @@ def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None
     add("--query", help="the instruction, after the first second's frames (method §7.2)")
     add("--previous-text", help="context text placed in the text memory at the start")
     add("--system-prompt", help=f"system prompt (default {d.system_prompt!r})")
+    add("--compile", action="store_true", default=None, help="static-shape K/V cache, compiled decode step")
     if outputs:
         p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")
         p.add_argument("--stats", default=None, help="per-second statistics, JSONL")

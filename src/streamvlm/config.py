@@ -32,6 +32,10 @@ class StreamConfig:
     repetition_penalty: float = 1.05
     seed: int = 42
     ignore_eos: bool = False  # benchmarks: never stop early, always generate max_new_tokens
+    # GPU fast path (issue 28): K/V buffers at a fixed capacity the policy bounds and the one-token
+    # decode step compiled with torch.compile (CUDA graphs on CUDA); prefill stays eager. Greedy
+    # commentary is the eager path's. Needs a bounded policy (not `full`).
+    compile: bool = False
     # prompt
     query: str | None = None
     previous_text: str = ""

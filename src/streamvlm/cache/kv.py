@@ -84,8 +84,8 @@ class StreamingKVCache(Cache):
     `inv_freq` is the text model's RoPE inverse frequencies (head_dim / 2 values).
     """
 
-    def __init__(self, inv_freq: torch.Tensor):
-        super().__init__(layer_class_to_replicate=StreamingLayer)
+    def __init__(self, inv_freq: torch.Tensor, layer_class=StreamingLayer):
+        super().__init__(layer_class_to_replicate=layer_class)
         self.inv_freq = inv_freq.detach().to("cpu", torch.float64)
         self.shift = torch.zeros(0, dtype=torch.long)
 

@@ -86,6 +86,51 @@ class Sampler:
         ids, probs = self.candidates(logits, seen)
         return torch.zeros(logits.numel(), device=probs.device).index_put_((ids,), probs)
 
+    def pick(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """Like `__call__`, but every step stays on the logits' device at fixed shapes (no boolean
+        indexing, no `nonzero`: nothing waits for the device) and the chosen id comes back as a 0-d
+        tensor there, a stop already mapped to `end`; `seen` gets the id marked in place. Reading the
+        id (`int(...)`, the stop check) is the caller's one host sync per token.
+
+        Greedy picks exactly what `__call__` picks (the same scores, bit for bit). Sampling draws
+        from the same distribution, over the whole vocabulary (-inf outside top-k / top-p) instead of
+        over the survivors, so its random stream is not `__call__`'s."""
+        banned, generator = self._on(logits.device)
+        scores = logits.detach().float()
+        if self.repetition_penalty != 1.0 and seen is not None:
+            p = self.repetition_penalty
+            scores = torch.where(seen, torch.where(scores > 0, scores / p, scores * p), scores)
+        scores = scores.masked_fill(banned, float("-inf"))
+        if self.greedy:
+            token = scores.argmax()
+        else:
+            scores = scores / self.temperature
+            if 0 < self.top_k < scores.numel():
+                kth = torch.topk(scores, self.top_k).values[-1]
+                scores = scores.masked_fill(scores < kth, float("-inf"))  # ties with the k-th stay
+            probs = torch.softmax(scores, dim=-1)
+            order = None
+            if self.top_p < 1.0:
+                probs, order = torch.sort(probs, descending=True)
+                keep = torch.cumsum(probs, 0) - probs < self.top_p
+                keep[0] = True
+                probs = torch.where(keep, probs, 0.0)
+            token = torch.multinomial(probs, 1, generator=generator)[0]
+            if order is not None:
+                token = order[token]
+        if self.stops and self.end is not None:
+            stops = self._stop_ids(logits.device)
+            token = torch.where(torch.isin(token, stops), torch.full_like(token, self.end), token)
+        if seen is not None:
+            seen.index_fill_(0, token.view(1), True)
+        return token
+
+    def _stop_ids(self, device: torch.device) -> torch.Tensor:
+        ids = getattr(self, "_stops_on", None)
+        if ids is None or ids.device != device:
+            ids = self._stops_on = torch.tensor(sorted(self.stops), dtype=torch.long, device=device)
+        return ids
+
     def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> int:
         """Pick a token from `logits` (V,); `seen` (V,) bool marks tokens in the context."""
         if self.greedy:

@@ -37,3 +37,56 @@ def feed(model, cache: StreamingKVCache, layout: Layout, pixels_of: PixelsOf, al
     )
     layout.mark_fed()
     return out.logits[0] if all_logits else out.logits[0, -1]
+
+
+class CompiledDecode:
+    """The one-token decode step at fixed shapes, compiled (issue 28; `StreamConfig.compile`).
+
+    It reads and writes a `StaticKVCache`: the token's K/V go to row `step_index`, attention reads
+    every buffer row through the cache's `step_mask()`, handed to the model as its prepared mask
+    (`attention_mask={"full_attention": mask}`, the form `generate` passes), and positions come
+    explicitly from the layout, so the traced step has the same shapes for every token of the stream:
+    one compile, recompiled only if the cache is regrown. Prefill stays eager (`feed`).
+
+    `torch.compile` runs with `mode="reduce-overhead"` (CUDA graphs) on CUDA and with inductor's
+    default mode elsewhere (on a CPU: C++ kernels, no graphs).
+    """
+
+    def __init__(self, model, cache):
+        self.model, self.cache = model, cache
+        self.device = next(model.parameters()).device
+        self.cuda = self.device.type == "cuda"
+        self.step = torch.compile(self._forward, mode="reduce-overhead" if self.cuda else None, dynamic=False)
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(3, 1, 1, dtype=torch.long, device=self.device)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask={"full_attention": self.cache.step_mask()},
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[0, -1]
+
+    def __call__(self, layout: Layout, pixels_of: PixelsOf, token: torch.Tensor | None = None):
+        """Feed the layout's one unfed text token (`token`: its id, already on the device, if at hand)
+        and return its logits (vocab,) tensor; anything else (several tokens, vision) goes through `feed`."""
+        ids, positions, vision = layout.unfed()
+        if ids.numel() != 1 or vision:
+            return feed(self.model, self.cache, layout, pixels_of)
+        self.ids.copy_(token.view(1, 1) if token is not None else ids.view(1, 1))
+        self.positions.copy_(positions.view(3, 1, 1))
+        self.cache.begin_step()
+        ok = False
+        try:
+            if self.cuda:
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = self.step(self.ids, self.positions)
+            ok = True
+        finally:
+            self.cache.end_step(ok)
+        layout.mark_fed()
+        return logits.clone() if self.cuda else logits  # (a CUDA graph's output is overwritten next replay)

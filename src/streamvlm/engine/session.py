@@ -19,11 +19,12 @@ import psutil
 import torch
 
 from ..cache import Kind, Layout, Span, StreamingKVCache, make_policy
+from ..cache.static import StaticKVCache, rounds_kept, static_capacity
 from ..config import StreamConfig
 from ..errors import StreamvlmError
 from ..models.load import LoadedModel
 from .decode import Sampler, banned_token_mask
-from .forward import feed
+from .forward import CompiledDecode, feed
 from .prompt import Renderer, query_turn
 
 
@@ -87,6 +88,12 @@ class StreamingSession:
         )
         self.layout = Layout(contiguous=config.positions == "contiguous")
         self.cache = StreamingKVCache(self.family.inv_freq(self.model))
+        self.decoder: CompiledDecode | None = None  # config.compile: the fixed-shape one-token step
+        if config.compile:
+            rounds_kept(self.policy)  # a policy with no bound (full) is refused here, before any frame
+            capacity = lambda: static_capacity(self.policy, self.layout, config.max_new_tokens)  # noqa: E731
+            self.cache = StaticKVCache(self.family.inv_freq(self.model), capacity)
+            self.decoder = CompiledDecode(self.model, self.cache)
         vocab_size = self.model.config.text_config.vocab_size
         # the checkpoint's stop tokens end the turn as <|im_end|>; with `ignore_eos` (benchmarks) none is
         # ever chosen: every reply has max_new_tokens
@@ -278,15 +285,26 @@ class StreamingSession:
             seen[self.layout.token_ids()] = True
         generated: list[int] = []
         for k in range(self.config.max_new_tokens):
-            token = self.sampler(logits, seen)
+            if self.decoder is None:
+                token = self.sampler(logits, seen)
+                if seen is not None:
+                    seen[token] = True
+            else:  # chosen on the device; reading it is the one host sync per token (the stop check)
+                chosen = self.sampler.pick(logits, seen)
+                token = int(chosen)
             generated.append(token)
-            if seen is not None:
-                seen[token] = True
             if token == self.renderer.im_end or k == self.config.max_new_tokens - 1:
                 break
             self.layout.append_tokens(Kind.REPLY, index, [token])
-            logits = self._feed()
+            logits = self._feed() if self.decoder is None else self._step(chosen)
         return generated
+
+    def _step(self, token: torch.Tensor) -> torch.Tensor:
+        """The compiled one-token step (`config.compile`): `token` was just appended to the layout."""
+        logits = self.decoder(self.layout, lambda spans: [self.pixels[s.round] for s in spans], token)
+        if self.on_logits is not None:
+            self.on_logits(self.evictions, self.layout.fed_rows, logits)
+        return logits
 
     def _close_reply(self, index: int, generated: list[int], n_content: int) -> None:
         """Give the reply its final shape: content (REPLY) then silence marker + end of turn.
