@@ -120,8 +120,8 @@ def compile_available() -> bool:
     return "compile" in {f.name for f in fields(StreamConfig)}
 
 
-class BudgetSpent(Exception):
-    """SIGTERM or the like: stop now, keep what was measured."""
+class BudgetSpent(BaseException):
+    """SIGTERM: stop now, keep what was measured (a BaseException: no phase's error handling eats it)."""
 
 
 # -- timing helpers ---------------------------------------------------------------------------
@@ -321,6 +321,59 @@ class GpuBench:
                     stopped = why
                     break
         return rows, stopped
+
+    def stream_lockstep(
+        self, sessions: dict, fps: int, seconds: int, deadline: float
+    ) -> tuple[dict[str, list], dict[str, str | None]]:
+        """Every session steps through the same second of frames in turn, second after second, so all
+        policies reach the same stream time (and share the machine's state) when the deadline comes.
+        A session that runs out of memory is dropped (from `sessions` too); the others go on."""
+        series: dict[str, list] = {name: [] for name in sessions}
+        stopped: dict[str, str | None] = dict.fromkeys(sessions)
+        live = dict(sessions)
+        last_s = 0.0
+        with frames_source(self.loaded, self.config, self.clip, fps, seconds) as source:
+            chunks = iter(source)
+            for _ in range(seconds):
+                if time.monotonic() + last_s > min(deadline, self.deadline):
+                    for name in live:
+                        stopped[name] = "time budget"
+                    break
+                began = time.monotonic()
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                wait_ms = 1000 * (time.monotonic() - began)
+                for name, session in list(live.items()):
+                    try:
+                        line = session.step(chunk.frames, chunk.start, chunk.end)
+                    except torch.OutOfMemoryError:
+                        stopped[name] = f"out of memory at {chunk.start:.0f} s"
+                        del live[name]
+                        sessions.pop(name, None)  # (the caller's reference too: its memory goes now)
+                        session = None
+                        _free(self.device)
+                        continue
+                    stats = line.stats.to_dict()
+                    series[name].append(
+                        {
+                            **{k: stats[k] for k in RECORDED},
+                            "new_tokens": stats["new_tokens"],
+                            "wait_ms": wait_ms,
+                        }
+                    )
+                _sync(self.device)
+                last_s = time.monotonic() - began
+                if not live:
+                    break
+                if len(series[next(iter(series))]) % 10 == 0:  # a kill loses at most 10 s of stream
+                    self.report["phases"]["policies"] = {
+                        "status": "running",
+                        "series": series,
+                        "stopped": stopped,
+                    }
+                    self.save(plot=False)
+        return series, stopped
 
     def tokens_per_second(self, fps: int) -> int:
         width, height = self.config.size
@@ -584,7 +637,8 @@ class GpuBench:
             "steady_step_ms_median": _median([r["step_ms"] for r in steady]),
             "steady_step_ms_p99": _percentile([r["step_ms"] for r in steady], 99),
             "wait_ms_median": _median([r["wait_ms"] for r in rows]),
-            "real_time": (_percentile(step, 99) <= REAL_TIME_MS) if step else None,
+            "loop_ms_p99": _percentile([_loop_ms(r) for r in rows], 99),
+            "real_time": (_percentile([_loop_ms(r) for r in rows], 99) <= REAL_TIME_MS) if rows else None,
             "series": rows,
             "stopped": stopped,
         }
@@ -608,7 +662,7 @@ class GpuBench:
         c = self.config
 
         def not_real_time(rows):  # with two slow seconds after the warm-up the p99 fails: stop there
-            if sum(r["step_ms"] > REAL_TIME_MS for r in rows[1:]) >= 2:
+            if sum(_loop_ms(r) > REAL_TIME_MS for r in rows[1:]) >= 2:
                 return "not real time"
             return None
 
@@ -619,6 +673,9 @@ class GpuBench:
             if self.left(deadline) <= 0:
                 stopped = f"time budget before {fps} fps"
                 break
+            if mode == "compiled":  # a new static cache size: drop the last fps's graphs (and their memory)
+                with contextlib.suppress(Exception):
+                    torch._dynamo.reset()
             _reset_peak(self.device)
             try:
                 session = StreamingSession(self.loaded, self.stream_config(fps=fps, mode=mode))
@@ -629,7 +686,8 @@ class GpuBench:
                 session = None
                 _free(self.device)
             step = [r["step_ms"] for r in rows[1:]]
-            p99 = _percentile(step, 99)
+            loop = [_loop_ms(r) for r in rows[1:]]
+            p99 = _percentile(loop, 99)
             complete = len(rows) == c.sweep_seconds
             real_time = False if why and why != "time budget" else (p99 <= REAL_TIME_MS if complete else None)
             point = {
@@ -637,8 +695,10 @@ class GpuBench:
                 "vision_tokens_per_second": self.tokens_per_second(fps),
                 "seconds": len(rows),
                 "step_ms_median": _median(step),
-                "step_ms_p99": p99,
+                "step_ms_p99": _percentile(step, 99),
                 "step_ms_max": max(step) if step else None,
+                "loop_ms_median": _median(loop),
+                "loop_ms_p99": p99,
                 "prefill_ms_median": _median([r["prefill_ms"] for r in rows[1:]]),
                 "decode_ms_median": _median([r["decode_ms"] for r in rows[1:]]),
                 "wait_ms_median": _median([r["wait_ms"] for r in rows[1:]]),
@@ -662,7 +722,8 @@ class GpuBench:
             "peak_device_mb": max(peaks) if peaks else None,
             "mode": mode,
             "mode_reason": why_mode,
-            "criterion": f"p99 step <= {REAL_TIME_MS:.0f} ms per stream second (first second a warm-up)",
+            "criterion": f"p99 of step + frame wait <= {REAL_TIME_MS:.0f} ms per stream second "
+            "(the loop's period; the first second is a warm-up)",
             "points": points,
             "max_real_time_fps": max(passing) if passing else None,
             "stopped": stopped,
@@ -674,26 +735,12 @@ class GpuBench:
 
         c = self.config
         seconds = int(round(c.policy_minutes * 60))
-        series, stopped = {}, {}
-        for i, policy in enumerate(c.policies):
-            left = self.left(deadline)
-            if left <= 0:
-                stopped[policy] = "time budget"
-                series[policy] = []
-                continue
-            until = time.monotonic() + left / (len(c.policies) - i)
-            try:
-                session = StreamingSession(self.loaded, self.stream_config(policy=policy))
-                rows, why = self.stream(session, 2, seconds, until)
-            except torch.OutOfMemoryError:
-                rows, why = [], "out of memory"
-            finally:
-                session = None
-                _free(self.device)
-            series[policy], stopped[policy] = rows, why
-            self.log(f"  {policy}: {len(rows)} s of stream")
-            self.report["phases"]["policies"] = {"status": "running", "series": series, "stopped": stopped}
-            self.save(plot=False)
+        sessions = {
+            policy: StreamingSession(self.loaded, self.stream_config(policy=policy)) for policy in c.policies
+        }
+        series, stopped = self.stream_lockstep(sessions, 2, seconds, deadline)
+        sessions = None
+        _free(self.device)
         reached = [len(rows) for rows in series.values()]
         common = min(reached) if reached else 0
         over_common = summarize({p: rows[:common] for p, rows in series.items()}) if common else {}
@@ -728,6 +775,11 @@ class GpuBench:
             "rss_mb": psutil.Process().memory_info().rss / 2**20,
             "note": None if self.device.type == "cuda" else "no device memory on cpu: peak_device_mb is null",
         }
+
+
+def _loop_ms(row: dict) -> float:
+    """The step loop's time for one stream second: the step and the wait for its frames."""
+    return row["step_ms"] + row["wait_ms"]
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -80,16 +80,16 @@ def markdown(report: dict) -> str:
     lines += ["", f"## Real-time fps sweep ({sweep.get('status', 'not run')})", ""]
     if sweep.get("points"):
         lines += [
-            "| fps | vision tok/s | seconds | median ms | p99 ms | prefill | decode | frame wait | "
-            "cache tok | "
-            "peak MB | real time |",
-            "|" + "---|" * 11,
+            "| fps | vision tok/s | seconds | median ms | p99 ms | loop p99 ms | prefill | decode | "
+            "frame wait | cache tok | peak MB | real time |",
+            "|" + "---|" * 12,
         ]
         for p in sweep["points"]:
             lines.append(
                 f"| {p['fps']} | {p['vision_tokens_per_second']} | {p['seconds']} | "
                 f"{_f(p['step_ms_median'])} | "
-                f"{_f(p['step_ms_p99'])} | {_f(p['prefill_ms_median'])} | {_f(p['decode_ms_median'])} | "
+                f"{_f(p['step_ms_p99'])} | {_f(p.get('loop_ms_p99'))} | {_f(p['prefill_ms_median'])} | "
+                f"{_f(p['decode_ms_median'])} | "
                 f"{_f(p['wait_ms_median'], 2)} | {_f(p['cache_tokens_max'])} | "
                 f"{_f(p['peak_device_mb'], 0)} | "
                 f"{_f(p['real_time']) if p['real_time'] is not None else 'incomplete'} |"
