@@ -17,7 +17,7 @@ OUT=${OUT:-benchmarks/results/gpu-$(date -u +%Y%m%d-%H%M%S)}
 BUDGET_S=${BUDGET_S:-450}
 DEVICE=(--device cuda)
 for arg in "$@"; do
-    case "$arg" in --dry-run) DEVICE=(); BUDGET_S=${BUDGET_S_DRY:-40} ;; --device*) DEVICE=() ;; esac
+    case "$arg" in --dry-run) DEVICE=(); BUDGET_S=${BUDGET_S_DRY:-30} ;; --device*) DEVICE=() ;; esac
 done
 # no downloads, ever: the random 7B-shaped model needs none, and nothing may wait on a network
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -29,7 +29,10 @@ def no_exit(monkeypatch):
 def test_gpu_suite_dry_run_end_to_end(tmp_path, capsys, no_exit):
     out = tmp_path / "gpu"
     started = time.monotonic()
-    assert main(["bench", "--suite", "gpu", "--dry-run", "--quiet", "--out", str(out)]) == 0
+    # the dry run's work is fixed (~20 s on a quiet 2-core machine); the budget only matters under load,
+    # where a phase may end partial: every phase must still have measured something
+    command = ["bench", "--suite", "gpu", "--dry-run", "--quiet", "--budget-s", "40", "--out", str(out)]
+    assert main(command) == 0
     elapsed = time.monotonic() - started
     calls, _ = no_exit
     assert calls == []  # the watchdog never fired
@@ -50,9 +53,9 @@ def test_gpu_suite_dry_run_end_to_end(tmp_path, capsys, no_exit):
     assert decode["best_mode"] in ("eager", "compiled")
 
     step = phases["step_2fps"]
-    assert step["status"] == "done" and step["seconds"] == report["config"]["step_seconds"]
+    assert step["status"] in ("done", "partial") and 1 <= step["seconds"] <= report["config"]["step_seconds"]
     assert step["vision_tokens_per_second"] == 16  # the tiny processor: 112x112 frames, 2 per temporal patch
-    assert step["step_ms_p99"] >= step["step_ms_median"] > 0
+    assert step["seconds"] == 1 or step["step_ms_p99"] >= step["step_ms_median"] > 0
     assert all(r["wait_ms"] >= 0 for r in step["series"])
 
     sweep = phases["fps_sweep"]
@@ -60,8 +63,9 @@ def test_gpu_suite_dry_run_end_to_end(tmp_path, capsys, no_exit):
     assert fps == sorted(fps) and fps == [2, 4, 8, 16, 24, 32][: len(fps)] and fps
     tokens = [p["vision_tokens_per_second"] for p in sweep["points"]]
     assert tokens == sorted(tokens) and tokens[0] == 16
-    for p in sweep["points"]:
-        assert p["step_ms_p99"] >= p["step_ms_median"] > 0 and p["real_time"] in (True, False, None)
+    for p in sweep["points"]:  # (the first second of each point is its warm-up)
+        assert p["seconds"] < 2 or p["loop_ms_p99"] >= p["step_ms_median"] > 0
+        assert p["real_time"] in (True, False, None)
     if sweep["max_real_time_fps"] is not None:
         assert sweep["max_real_time_fps"] in fps
 
@@ -115,3 +119,27 @@ def test_gpu_suite_rejects_bad_options(capsys):
     assert main(["bench", "--suite", "gpu", "--dry-run", "--policies", "streaming,magic"]) == 2
     assert main(["bench", "--suite", "gpu"]) == 2  # cuda by default: not on this machine
     assert main(["bench", "--dry-run"]) == 2  # the policies suite has no dry run
+
+
+def test_sigterm_saves_and_exits(tmp_path):
+    """The real entry point in its own process: SIGTERM mid-run stops at the next stream second and
+    leaves a valid, marked report (what `timeout` in benchmarks/gpu.sh sends first)."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu"
+    command = [sys.executable, "-m", "streamvlm", "bench", "--suite", "gpu", "--dry-run", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "gpu.json").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)  # the first save comes right after setup
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, err[-2000:]
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["stopped"].startswith("interrupted (signal 15)") and report["complete"] is False

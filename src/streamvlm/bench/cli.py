@@ -65,7 +65,7 @@ def register(subparsers) -> None:
         "--budget-s",
         type=float,
         default=None,
-        help="wall-clock budget of the whole run (default 450; dry: 40)",
+        help="wall-clock budget of the whole run (default 450; dry: 30)",
     )
     gpu.add_argument(
         "--dry-run",
@@ -205,4 +205,4 @@ def cmd_gpu(args, device: str, started: float) -> int:
         f"report: {bench.paths['json']}  table: {bench.paths['markdown']}  plot: {bench.paths['plot']}",
         file=sys.stderr,
     )
-    return 0 if not str(report.get("stopped") or "").startswith("interrupted") else 3
+    return 3 if str(report.get("stopped") or "").startswith("interrupted") else 0
