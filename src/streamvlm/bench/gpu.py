@@ -51,7 +51,7 @@ from .run import RECORDED, load, machine
 
 PHASES = ("decode", "step_2fps", "fps_sweep", "memory", "policies")
 #: shares of the time left after setup; "memory" is measured along the others and takes none
-SHARES = {"decode": 0.25, "step_2fps": 0.15, "fps_sweep": 0.30, "policies": 0.30}
+SHARES = {"decode": 0.30, "step_2fps": 0.10, "fps_sweep": 0.30, "policies": 0.30}
 REAL_TIME_MS = 1000.0  # one second of stream per second of wall time
 
 
@@ -75,13 +75,16 @@ class GpuBenchConfig:
     sweep_seconds: int = 20  # stream seconds per sweep point (the first is a warm-up)
     policies: tuple[str, ...] = ("streaming", "full", "recompute")
     policy_minutes: float = 3.0
+    #: recompute's step is the same every second once the vision window is full: it stops after this
+    #: many seconds and the time goes to the other policies (None: it runs as long as they do)
+    recompute_seconds: int | None = 30
     vision_window: int = 16
     text_rounds: int = 16
     text_sink: int = 512
     text_window: int = 512
     prefetch_depth: int = 2
     clip_seconds: int = 2  # the generated clip, looped
-    watchdog_grace_s: float | None = None  # after the budget; default min(20, max(5, 5 %)); 0: none
+    watchdog_grace_s: float | None = None  # after the budget; default min(15, max(5, 5 %)); 0: none
     shares: dict = field(default_factory=lambda: dict(SHARES))  # of the time left after setup
     seed: int = 0
 
@@ -100,6 +103,7 @@ class GpuBenchConfig:
             step_seconds=3,
             sweep_seconds=3,
             policy_minutes=0.05,
+            recompute_seconds=2,
             vision_window=2,
             text_rounds=2,
             text_sink=8,
@@ -321,11 +325,12 @@ class GpuBench:
         return rows, stopped
 
     def stream_lockstep(
-        self, sessions: dict, fps: int, seconds: int, deadline: float
+        self, sessions: dict, fps: int, seconds: int, deadline: float, limits: dict | None = None
     ) -> tuple[dict[str, list], dict[str, str | None]]:
         """Every session steps through the same second of frames in turn, second after second, so all
         policies reach the same stream time (and share the machine's state) when the deadline comes.
-        A session that runs out of memory is dropped (from `sessions` too); the others go on."""
+        A session that runs out of memory, or reaches its number of seconds in `limits`, is dropped
+        (from `sessions` too); the others go on."""
         series: dict[str, list] = {name: [] for name in sessions}
         stopped: dict[str, str | None] = dict.fromkeys(sessions)
         live = dict(sessions)
@@ -360,11 +365,18 @@ class GpuBench:
                             "wait_ms": wait_ms,
                         }
                     )
+                    if len(series[name]) >= (limits or {}).get(name, seconds + 1):
+                        stopped[name] = (
+                            f"its {len(series[name])} s (the step is flat once the window is full)"
+                        )
+                        del live[name]
+                        sessions.pop(name, None)
+                        session = None
                 _sync(self.device)
                 last_s = time.monotonic() - began
                 if not live:
                     break
-                if len(series[next(iter(series))]) % 10 == 0:  # a kill loses at most 10 s of stream
+                if max(len(rows) for rows in series.values()) % 10 == 0:  # a kill loses at most 10 s
                     self.report["phases"]["policies"] = {
                         "status": "running",
                         "series": series,
@@ -452,7 +464,7 @@ class GpuBench:
     def start_watchdog(self, grace: float | None = None, why: str | None = None) -> threading.Timer | None:
         grace = self.config.watchdog_grace_s if grace is None else grace
         if grace is None:
-            grace = min(20.0, max(5.0, 0.05 * self.config.budget_s))
+            grace = min(15.0, max(5.0, 0.05 * self.config.budget_s))
         if grace <= 0:
             return None
         reason = why or f"the {self.config.budget_s:.0f} s budget"
@@ -747,9 +759,11 @@ class GpuBench:
         sessions = {
             policy: StreamingSession(self.loaded, self.stream_config(policy=policy)) for policy in c.policies
         }
-        series, stopped = self.stream_lockstep(sessions, 2, seconds, deadline)
+        limits = {"recompute": c.recompute_seconds} if c.recompute_seconds else {}
+        series, stopped = self.stream_lockstep(sessions, 2, seconds, deadline, limits)
         sessions = None
         _free(self.device)
+        targets = {p: min(seconds, limits.get(p, seconds)) for p in series}
         reached = [len(rows) for rows in series.values()]
         common = min(reached) if reached else 0
         over_common = summarize({p: rows[:common] for p, rows in series.items()}) if common else {}
@@ -763,7 +777,8 @@ class GpuBench:
             "ratios": over_common.get("ratios", {}),
             "series": series,
             "stopped": stopped,
-            "status": "done" if common == seconds else "partial",
+            "seconds_target_by_policy": targets,
+            "status": "done" if all(len(series[p]) >= n for p, n in targets.items()) else "partial",
         }
 
     def update_memory(self) -> None:

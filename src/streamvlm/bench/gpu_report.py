@@ -120,8 +120,11 @@ def markdown(report: dict) -> str:
     if summary:
         lines += [
             f"Over the first {policies.get('common_seconds')} s of stream, which every policy reached "
-            f"(target {policies.get('seconds_target')} s; seconds reached: "
-            + ", ".join(f"{p} {len(r)}" for p, r in policies.get("series", {}).items())
+            "(seconds reached / target: "
+            + ", ".join(
+                f"{p} {len(r)} / {(policies.get('seconds_target_by_policy') or {}).get(p, '?')}"
+                for p, r in policies.get("series", {}).items()
+            )
             + ").",
             "",
             "| policy | median ms/s | p99 ms/s | prefill | decode | evict | cache tok | KV MB |",
