@@ -200,7 +200,7 @@ def cmd_gpu(args, device: str, started: float) -> int:
     bench = GpuBench(config, command="streamvlm " + " ".join(sys.argv[1:]), quiet=args.quiet)
     bench.started, bench.deadline = started, started + config.budget_s
     report = bench.run()
-    print(open(bench.paths["markdown"]).read())
+    print(bench.paths["markdown"].read_text())
     print(
         f"report: {bench.paths['json']}  table: {bench.paths['markdown']}  plot: {bench.paths['plot']}",
         file=sys.stderr,

@@ -421,11 +421,15 @@ class GpuBench:
                 try:
                     result = phase(deadlines[name])
                 except torch.OutOfMemoryError as exc:
-                    result = {"status": f"error: out of memory ({str(exc).splitlines()[0][:200]})"}
+                    result = {
+                        **self.report["phases"].get(name, {}),
+                        "status": f"error: out of memory ({str(exc).splitlines()[0][:200]})",
+                    }
                 except Exception as exc:  # noqa: BLE001 - unattended: one phase's failure is not the run's
                     import traceback
 
-                    result = {
+                    result = {  # what the phase saved before the error (sweep points, series) is kept
+                        **self.report["phases"].get(name, {}),
                         "status": f"error: {type(exc).__name__}: {str(exc)[:300]}",
                         "traceback": traceback.format_exc(limit=8),
                     }
