@@ -21,6 +21,7 @@ for arg in "$@"; do
 done
 # no downloads, ever: the random 7B-shaped model needs none, and nothing may wait on a network
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"  # a checkout runs without being installed
 # The suite stops itself at the budget (its watchdog ends it at most 15 s later); `timeout` is the
 # last resort should the interpreter hang: SIGTERM at budget + 20 s (the suite saves what it has and
 # exits), SIGKILL 5 s on: 475 s at most with the default budget, under 8 minutes whatever happens.

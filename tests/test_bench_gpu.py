@@ -79,6 +79,11 @@ def test_gpu_suite_dry_run_end_to_end(tmp_path, capsys, no_exit):
         assert s["ms_per_stream_second_median"] > 0, name
     assert {"recompute_over_streaming_median", "full_over_streaming_median"} <= set(policies["ratios"])
 
+    assert set(report["targets"]) == {
+        "step p99 < 1 s at 2 fps",
+        "8 fps real time (the paper)",
+        "24 fps real time (3x the paper)",
+    }
     assert (out / "gpu.png").stat().st_size > 5000
     table = (out / "gpu.md").read_text()
     for heading in ("## Decode", "## Per-second step at 2 fps", "## Real-time fps sweep", "## Peak device"):
@@ -144,3 +149,18 @@ def test_sigterm_saves_and_exits(tmp_path):
     report = json.loads((out / "gpu.json").read_text())
     assert report["stopped"].startswith("interrupted (signal 15)") and report["complete"] is False
     assert all(p["status"] in ("skipped: time budget", "not run", "done") for p in report["phases"].values())
+
+
+def test_targets_read_the_sweep():
+    def report(*points, step=None):
+        sweep = {"points": [{"fps": f, "real_time": ok} for f, ok in points]}
+        return {"phases": {"fps_sweep": sweep, "step_2fps": {"real_time": step}}}
+
+    keys = ("step p99 < 1 s at 2 fps", "8 fps real time (the paper)", "24 fps real time (3x the paper)")
+    got = gpu.targets(report((2, True), (4, True), (8, True), (16, True), (24, True), (32, False), step=True))
+    assert [got[k] for k in keys] == [True, True, True]
+    got = gpu.targets(report((2, True), (4, True), (8, True), (16, False), step=True))
+    assert [got[k] for k in keys] == [True, True, False]
+    got = gpu.targets(report((2, True), (4, None)))  # the budget ended the sweep at 4 fps
+    assert [got[k] for k in keys] == [None, None, None]
+    assert gpu.targets({"phases": {}}) == dict.fromkeys(keys)

@@ -38,6 +38,8 @@ def markdown(report: dict) -> str:
     ]
     if report.get("command"):
         lines.append(f"- command: `{report['command']}`")
+    for key, ok in (report.get("targets") or {}).items():
+        lines.append(f"- target {key}: {'not measured' if ok is None else ('PASS' if ok else 'FAIL')}")
 
     decode = phases.get("decode", {})
     lines += ["", f"## Decode: ms per token, eager vs compiled ({decode.get('status', 'not run')})", ""]
