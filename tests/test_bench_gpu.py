@@ -164,3 +164,15 @@ def test_targets_read_the_sweep():
     got = gpu.targets(report((2, True), (4, None)))  # the budget ended the sweep at 4 fps
     assert [got[k] for k in keys] == [None, None, None]
     assert gpu.targets({"phases": {}}) == dict.fromkeys(keys)
+
+
+def test_a_rerun_of_some_phases_only(tmp_path, no_exit):
+    out = tmp_path / "gpu"
+    command = ["bench", "--suite", "gpu", "--dry-run", "--quiet", "--phases", "fps_sweep", "--sweep", "2,4"]
+    assert main([*command, "--out", str(out)]) == 0
+    report = json.loads((out / "gpu.json").read_text())
+    statuses = {name: phase["status"] for name, phase in report["phases"].items()}
+    assert statuses["decode"] == statuses["policies"] == "skipped: not asked"
+    assert statuses["fps_sweep"] in ("done", "partial") and report["phases"]["fps_sweep"]["points"]
+    assert report["phases"]["fps_sweep"]["mode"] == "eager"  # no decode phase: nothing says compiled pays
+    assert main(["bench", "--suite", "gpu", "--dry-run", "--phases", "decode,magic"]) == 2

@@ -73,6 +73,11 @@ def register(subparsers) -> None:
         help="tiny model, tiny frames, a few seconds per phase (CPU, < 60 s)",
     )
     gpu.add_argument("--sweep", default=None, help="fps sweep, comma-separated (default 2,4,8,16,24,32)")
+    gpu.add_argument(
+        "--phases",
+        default=None,
+        help="run only these, comma-separated (default: decode,step_2fps,fps_sweep,policies)",
+    )
     gpu.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_bench)
@@ -98,8 +103,8 @@ def cmd_bench(args) -> int:
         raise StreamvlmError(f"--device {device}: CUDA is not available on this machine")
     if args.suite == "gpu":
         return cmd_gpu(args, device, started)
-    if args.dry_run or args.budget_s is not None or args.sweep is not None:
-        raise StreamvlmError("--dry-run, --budget-s and --sweep apply to --suite gpu")
+    if args.dry_run or args.budget_s is not None or args.sweep is not None or args.phases is not None:
+        raise StreamvlmError("--dry-run, --budget-s, --sweep and --phases apply to --suite gpu")
     return cmd_policies(args, device)
 
 
@@ -178,6 +183,13 @@ def cmd_gpu(args, device: str, started: float) -> int:
         if not sweep or min(sweep) < 1:
             raise StreamvlmError(f"--sweep {args.sweep}: fps must be >= 1")
         changes["sweep"] = sweep
+    if args.phases is not None:
+        from .gpu import TIMED
+
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        if not phases or set(phases) - set(TIMED):
+            raise StreamvlmError(f"--phases {args.phases}: choose from {', '.join(TIMED)}")
+        changes["phases"] = phases
     if args.model:
         changes.update(model=args.model, shape=None)
     elif args.shape:

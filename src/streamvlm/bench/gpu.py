@@ -50,6 +50,7 @@ from ..sources.prefetch import Prefetch
 from .run import RECORDED, load, machine
 
 PHASES = ("decode", "step_2fps", "fps_sweep", "memory", "policies")
+TIMED = ("decode", "step_2fps", "fps_sweep", "policies")  # the phases with a share, in their order
 #: shares of the time left after setup; "memory" is measured along the others and takes none
 SHARES = {"decode": 0.30, "step_2fps": 0.10, "fps_sweep": 0.30, "policies": 0.30}
 REAL_TIME_MS = 1000.0  # one second of stream per second of wall time
@@ -86,6 +87,7 @@ class GpuBenchConfig:
     clip_seconds: int = 2  # the generated clip, looped
     watchdog_grace_s: float | None = None  # after the budget; default min(15, max(5, 5 %)); 0: none
     shares: dict = field(default_factory=lambda: dict(SHARES))  # of the time left after setup
+    phases: tuple[str, ...] = TIMED  # a rerun of some only: the others' shares go to them
     seed: int = 0
 
     @classmethod
@@ -398,12 +400,16 @@ class GpuBench:
             self.save()
             avail = max(0.0, self.deadline - time.monotonic())
             start = time.monotonic()
+            asked = [name for name in TIMED if name in self.config.phases]
+            shares = {name: self.config.shares.get(name, SHARES[name]) for name in asked}
+            total = sum(shares.values()) or 1.0
             cumulative = 0.0
             deadlines = {}
-            for name in ("decode", "step_2fps", "fps_sweep", "policies"):
-                cumulative += self.config.shares.get(name, SHARES[name])
+            for name in asked:
+                cumulative += shares[name] / total
                 deadlines[name] = start + cumulative * avail
-            deadlines["policies"] = self.deadline  # the last phase gets whatever is left
+            if asked:
+                deadlines[asked[-1]] = self.deadline  # the last phase gets whatever is left
             self.report["budget"]["phase_deadlines_s"] = {k: v - self.started for k, v in deadlines.items()}
             for name, phase in (
                 ("decode", self.phase_decode),
@@ -411,6 +417,9 @@ class GpuBench:
                 ("fps_sweep", self.phase_sweep),
                 ("policies", self.phase_policies),
             ):
+                if name not in deadlines:
+                    self.report["phases"][name] = {"status": "skipped: not asked"}
+                    continue
                 if self.left(deadlines[name]) <= 0:
                     self.report["phases"][name] = {"status": "skipped: time budget"}
                     self.log(f"{name}: skipped (time budget)")
@@ -443,7 +452,11 @@ class GpuBench:
                 self.report["targets"] = targets(self.report)
                 _free(self.device)
                 self.save()
-            spent = [n for n, p in self.report["phases"].items() if p["status"] != "done" and n != "memory"]
+            spent = [
+                n
+                for n, p in self.report["phases"].items()
+                if p["status"] not in ("done", "skipped: not asked") and n != "memory"
+            ]
             self.report["complete"] = not spent
             if spent:
                 self.report["stopped"] = "partial: " + ", ".join(

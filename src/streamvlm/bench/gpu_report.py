@@ -43,10 +43,11 @@ def markdown(report: dict) -> str:
 
     decode = phases.get("decode", {})
     lines += ["", f"## Decode: ms per token, eager vs compiled ({decode.get('status', 'not run')})", ""]
-    lines += [
-        "| mode | ms/token median | p90 | timed steps | warm-up s | step ms median | note |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    if decode.get("eager") or decode.get("compiled"):
+        lines += [
+            "| mode | ms/token median | p90 | timed steps | warm-up s | step ms median | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for mode in ("eager", "compiled"):
         m = decode.get(mode)
         if not m:
