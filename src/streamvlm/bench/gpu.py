@@ -1,26 +1,29 @@
-"""`streamvlm bench --suite gpu`: the one-shot GPU benchmark (issue 28, item 4).
+"""`streamvlm bench --suite gpu`: the one-shot GPU benchmark (issue 28, item 4; `benchmarks/gpu.sh`).
 
 On one GPU, random weights at Qwen2.5-VL-7B's exact shape, unattended, no downloads, and within a
 global wall-clock budget (default 450 s, so the whole run is under 8 minutes), it measures:
 
   decode      ms per decoded token, eager vs compiled (`StreamConfig(compile=True)` where the
-              engine has it; "not available" otherwise), same stream, after a warm-up
+              engine has it; "not available" otherwise), same stream at 2 fps, after a warm-up
   step_2fps   the per-second step at 2 fps, 1280x720 frames (720 vision tokens per second at the
-              streaming pixel budget), streaming policy, past the vision window's fill
-  fps_sweep   the highest input fps that stays real time: p99 step <= 1 s per stream second after
-              a warm-up step, fps 2/4/8/16/24/32, stopped at the first fps that fails
-  memory      peak device memory (`torch.cuda.max_memory_allocated`) per phase and overall
-  policies    streaming vs full vs recompute over a few minutes of stream (ratios over the
-              seconds every policy reached)
+              streaming pixel budget), streaming policy: the decode phase's session in the faster
+              mode goes on (no second compilation) past the vision window's fill
+  fps_sweep   the highest input fps that stays real time: p99 of step + frame wait <= 1 s per
+              stream second after a warm-up second, fps 2/4/8/16/24/32, stopped at the first fps
+              that fails (compiled only where a compilation per fps fits the share)
+  memory      peak device memory (`torch.cuda.max_memory_allocated`) per phase and sweep point
+  policies    streaming vs full vs recompute at 2 fps, stepped in lockstep so all reach the same
+              stream time (recompute, flat once its window is full, stops after 30 s); ratios
+              over the seconds every policy reached
 
-Budget: the clock starts when the suite starts (model building included). Each phase gets a share
-of what is left after setup (decode 25 %, step 15 %, sweep 30 %, policies 30 %; what a phase does
-not use goes to the next); before every stream second the loop checks that the last step's time
-still fits before the phase's deadline, so a phase ends early rather than late, and the last phase
-ends at the global deadline. JSON, markdown and plot are rewritten after every phase (and every
-sweep point / policy), the JSON atomically, so a kill loses at most the phase in progress. A
-watchdog thread ends the process (exit status 124) shortly after the budget if something cannot be
-interrupted (a compilation, one huge step), after marking the JSON written so far as stopped.
+Budget: the clock starts when the bench command starts (model building included). Each phase gets
+a share of what is left after setup (`SHARES`; what a phase does not use goes to the next); before
+every stream second the loop checks that the last second's time still fits before the phase's
+deadline, so a phase ends early rather than late, and the last phase ends at the global deadline.
+JSON, markdown and plot are rewritten after every phase (and sweep point, and 10 s of policies),
+the JSON atomically, so a kill loses little. A watchdog thread ends the process (exit status 124)
+shortly after the budget if something cannot be interrupted (a compilation, one huge step), after
+marking the JSON as stopped; SIGTERM ends the budget at once (saved, exit status 3).
 
 Frames come from a short generated H.264 clip, decoded (and resized to the model's input size) in
 a worker thread (`sources.prefetch.Prefetch`) while the engine steps: `wait_ms` per second is how
@@ -218,6 +221,7 @@ class GpuBench:
         self.clip: Path | None = None
         self.best_mode = "eager"
         self.compile_cost_s = 0.0
+        self.last_step_s = 0.0  # the latest stream second's wall time: predicts a new loop's first
         self.sessions: dict[str, StreamingSession] = {}
         self.watchdogs: list[threading.Timer] = []
         self.interrupted: str | None = None  # SIGTERM
@@ -287,16 +291,16 @@ class GpuBench:
         )
 
     def stream(
-        self, session, fps: int, seconds: int, deadline: float, stop_rule=None, expect_s: float = 0.0
+        self, session, fps: int, seconds: int, deadline: float, stop_rule=None, expect_s: float | None = None
     ) -> tuple[list, str | None]:
         """Step `session` through the next `seconds` of the clip at `fps`; rows of per-second statistics.
 
-        Stops before a second whose step (judged by the last one; the first by `expect_s`, e.g. a
-        compilation) would end after `deadline`, on out-of-memory, or when `stop_rule(rows)` gives
-        a reason."""
+        Stops before a second whose step would end after `deadline` (judged by the last step; the
+        first by `expect_s`, e.g. a compilation, and by the last step any loop took), on
+        out-of-memory, or when `stop_rule(rows)` gives a reason."""
         rows: list[dict] = []
         stopped = None
-        last_s = expect_s
+        last_s = self.last_step_s if expect_s is None else max(expect_s, self.last_step_s)
         start = session.round  # (one round per second: a session continued goes on where it was)
         with frames_source(self.loaded, self.config, self.clip, fps, seconds, start) as source:
             chunks = iter(source)
@@ -320,7 +324,7 @@ class GpuBench:
                 rows.append(
                     {**{k: stats[k] for k in RECORDED}, "new_tokens": stats["new_tokens"], "wait_ms": wait_ms}
                 )
-                last_s = time.monotonic() - began
+                last_s = self.last_step_s = time.monotonic() - began
                 if stop_rule is not None and (why := stop_rule(rows)):
                     stopped = why
                     break
@@ -336,7 +340,7 @@ class GpuBench:
         series: dict[str, list] = {name: [] for name in sessions}
         stopped: dict[str, str | None] = dict.fromkeys(sessions)
         live = dict(sessions)
-        last_s = 0.0
+        last_s = self.last_step_s * len(sessions)  # (the last step seen, each session's first)
         with frames_source(self.loaded, self.config, self.clip, fps, seconds) as source:
             chunks = iter(source)
             for _ in range(seconds):
@@ -713,7 +717,7 @@ class GpuBench:
             return None
 
         mode, why_mode = self.sweep_mode(deadline)
-        expect_s = self.compile_cost_s if mode == "compiled" else 0.0
+        expect_s = self.compile_cost_s if mode == "compiled" else None
         points, stopped = [], None
         for fps in sorted(c.sweep):
             if self.left(deadline) <= 0:
