@@ -5,16 +5,20 @@ decode step compiled with torch.compile (inductor's C++ kernels on this CPU). It
 must be the eager path's, token for token, over a stream long enough to evict vision and text.
 """
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch._dynamo
 from test_rope_and_cache import HEAD_DIM, inv_freq, rope_reference
 from torch._dynamo.utils import counters
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from streamvlm import StreamConfig, StreamingSession
 from streamvlm.cache import Kind, StreamingKVCache
 from streamvlm.cache.static import StaticKVCache
 from streamvlm.engine.decode import Sampler
+from streamvlm.engine.forward import decode_attention
 from streamvlm.errors import StreamvlmError
 from streamvlm.sources import ArraySource, synthetic_frames
 
@@ -116,6 +120,30 @@ def test_device_pick_chooses_what_the_host_sampler_chooses():
     logits = torch.randn(vocab)
     allowed = set(torch.topk(logits.masked_fill(banned, float("-inf")), 5).indices.tolist())
     assert {int(sampler.pick(logits)) for _ in range(200)} <= allowed
+
+
+def test_decode_attention_keeps_grouped_heads_inside_compile():
+    """Inside compile one query attends on the K/V heads as they are (query heads packed per group,
+    no copy of K/V per query head) and gives transformers' SDPA attention; outside, it is that one."""
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True, training=False)
+    q, k, v = torch.randn(1, 6, 1, 8), torch.randn(1, 2, 20, 8), torch.randn(1, 2, 20, 8)
+    mask = (torch.arange(20) < 15).view(1, 1, 1, 20)
+    reference = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)[0]
+    queries = []
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:
+            if "scaled_dot_product_attention" in str(node.target):
+                queries.append(tuple(node.args[0].meta["example_value"].shape))
+        return gm
+
+    compiled = torch.compile(
+        lambda q, k, v, m: decode_attention(module, q, k, v, m, scaling=0.3)[0], backend=backend
+    )
+    assert torch.allclose(compiled(q, k, v, mask), reference, atol=1e-6)
+    assert queries == [(1, 2, 3, 8)]  # the 6 query heads as 2 groups of 3 rows, on the 2 K/V heads
+    assert torch.equal(decode_attention(module, q, k, v, mask, scaling=0.3)[0], reference)
 
 
 def test_compile_refuses_an_unbounded_policy(tiny):

@@ -8,6 +8,9 @@ cache are handled in one place.
 from collections.abc import Callable, Sequence
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..cache import Layout, StreamingKVCache
 from ..cache.layout import Span
@@ -39,6 +42,34 @@ def feed(model, cache: StreamingKVCache, layout: Layout, pixels_of: PixelsOf, al
     return out.logits[0] if all_logits else out.logits[0, -1]
 
 
+#: The attention the compiled step runs (registered through transformers' AttentionInterface).
+DECODE_ATTENTION = "streamvlm_sdpa"
+
+
+def decode_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention, but a single query with grouped K/V heads inside torch.compile
+    attends on the K/V heads as they are: the query's heads of a group become that group's rows, as
+    transformers does for one query outside compile (its `pack_gqa`). Inside compile transformers
+    would expand K and V to every query head (`repeat_kv`): over a whole static cache, a copy of the
+    cache per decoded token. Everything else (prefill, eager decode) is `sdpa_attention_forward` as is."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] == 1 and groups > 1 and attention_mask is not None and torch.compiler.is_compiling():
+        b, h, _, d = query.shape
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(b, h // groups, groups, d),
+            key,
+            value,
+            attn_mask=attention_mask,
+            scale=kwargs.get("scaling"),
+        )
+        return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+
+
 class CompiledDecode:
     """The one-token decode step at fixed shapes, compiled (issue 28; `StreamConfig.compile`).
 
@@ -56,6 +87,8 @@ class CompiledDecode:
         self.model, self.cache = model, cache
         self.device = next(model.parameters()).device
         self.cuda = self.device.type == "cuda"
+        if model.config.text_config._attn_implementation == "sdpa":  # (identical outside the step)
+            model.set_attn_implementation({"text_config": DECODE_ATTENTION})
         self.step = torch.compile(self._forward, mode="reduce-overhead" if self.cuda else None, dynamic=False)
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(3, 1, 1, dtype=torch.long, device=self.device)
