@@ -2,7 +2,7 @@
 
 import torch
 
-from streamvlm.cache import Kind, Layout, Span, make_policy
+from streamvlm.cache import Kind, Layout, Span, Windows, make_policy
 
 
 def vision_offsets(h=2, w=3):
@@ -46,7 +46,7 @@ def test_vision_span_advances_by_its_extent():
 def test_streaming_moves_reply_into_memory_and_reindexes():
     layout = build(3)
     before = layout.token_ids()
-    make_policy("streaming", vision_window=2, text_rounds=2, text_sink=1, text_window=2).retire(layout, 2)
+    make_policy("streaming", Windows(2, 2, 1, 2)).retire(layout, 2)
     src, delta = layout.commit()
     memory = layout.find(Kind.MEMORY)
     # memory was [10, 11]; round 0's reply [20, 30] moved in; cut to head 1 + tail 2
@@ -61,7 +61,7 @@ def test_streaming_moves_reply_into_memory_and_reindexes():
 
 def test_positions_are_contiguous_after_commit():
     layout = build(4)
-    make_policy("streaming", vision_window=1, text_rounds=3, text_sink=0, text_window=1).retire(layout, 4)
+    make_policy("streaming", Windows(1, 3, 0, 1)).retire(layout, 4)
     layout.commit()
     expected = 0
     for span in layout.spans:
@@ -73,7 +73,7 @@ def test_positions_are_contiguous_after_commit():
 def test_append_positions_leave_gaps_and_keep_growing():
     layout = build(3, contiguous=False)
     end = layout.next_position
-    make_policy("streaming", vision_window=1, text_rounds=1, text_sink=0, text_window=0).retire(layout, 3)
+    make_policy("streaming", Windows(1, 1, 0, 0)).retire(layout, 3)
     src, delta = layout.commit()
     assert not delta.any()
     assert layout.next_position == end
@@ -92,11 +92,11 @@ def test_sliding_resets_and_full_keeps():
 
 def test_uneven_windows_keep_the_turn_shell():
     layout = build(3)
-    make_policy("streaming", vision_window=3, text_rounds=1, text_sink=9, text_window=9).retire(layout, 2)
+    make_policy("streaming", Windows(3, 1, 9, 9)).retire(layout, 2)
     kinds0 = [s.kind for s in layout.spans if s.round == 0]
     assert kinds0 == [Kind.USER_OPEN, Kind.VISION_OPEN, Kind.VISION, Kind.VISION_CLOSE, Kind.USER_CLOSE]
     layout = build(3)
-    make_policy("streaming", vision_window=1, text_rounds=3, text_sink=9, text_window=9).retire(layout, 3)
+    make_policy("streaming", Windows(1, 3, 9, 9)).retire(layout, 3)
     kinds1 = [s.kind for s in layout.spans if s.round == 1]
     assert Kind.VISION not in kinds1 and Kind.REPLY in kinds1 and Kind.USER_OPEN in kinds1
 

@@ -1,114 +1,24 @@
-"""Pointer supervision: its targets, its loss against eager attention, and a training run with it."""
+"""The world's copy-head pointer supervision (`streamvlm_world.pointer`): its targets, its loss against
+eager attention, the trainer adding it through the auxiliary-objective seam, and a training run."""
 
-import json
-import math
 from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_train import chunks, write_config  # noqa: F401 (fixture)
 
-from streamvlm.cli import main
-from streamvlm.data.sample import RenderOptions, StreamDataset, collate, pointer_targets
+from streamvlm.data.sample import RenderOptions, StreamDataset, collate
+from streamvlm.errors import StreamvlmError
 from streamvlm.models import load_model
-from streamvlm.train import pointer
-from streamvlm.train.trainer import StreamTrainer
-
-
-def test_targets_point_at_the_latest_number_after_each_word(tiny):
-    tokenizer = tiny.tokenizer
-    pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 5", " returns", " Blue", " 6"]
-    ids, starts = [], []
-    for piece in pieces:
-        starts.append(len(ids))
-        ids += tokenizer.encode(piece, add_special_tokens=False)
-    last = {
-        p: starts[i] + len(tokenizer.encode(p, add_special_tokens=False)) - 1 for i, p in enumerate(pieces)
-    }
-    got = pointer_targets(torch.tensor(ids), tokenizer, ["Red", "Blue"])
-    expected = torch.full((2, len(ids)), -1)
-    for team, number, later in ((0, " 3", " 5"), (1, " 4", " 6")):
-        expected[team, last[number] :] = last[number]
-        expected[team, last[later] :] = last[later]
-    assert torch.equal(got, expected)
-
-
-@pytest.mark.parametrize("masked", [False, True], ids=["causal", "custom-4d-mask"])
-def test_loss_is_minus_log_of_the_eager_attention_weight(tiny_dir, masked):
-    """Also under a custom 4-D mask (`streaming_mask`): the loss reads the attention the mask leaves."""
-    model = load_model(str(tiny_dir)).model
-    text = model.config.text_config
-    ids = torch.randint(0, 200, (2, 40))
-    heads = pointer.supervised_heads(text.num_attention_heads, 2)
-    layer = text.num_hidden_layers - 1
-    gen = torch.Generator().manual_seed(0)
-    allowed = torch.ones(2, 1, 40, 40, dtype=torch.bool).tril()
-    if masked:
-        allowed &= torch.rand(2, 1, 40, 40, generator=gen) < 0.6
-        allowed |= torch.eye(40, dtype=torch.bool)
-    targets = torch.full((2, 2, 40), -1)
-    for b in range(2):
-        for q in range(5, 40):
-            keys = allowed[b, 0, q].nonzero()[:, 0]
-            targets[b, :, q] = keys[torch.randint(0, len(keys), (2,), generator=gen)]
-    mask = {"attention_mask": allowed} if masked else {}
-    additive = {"attention_mask": torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))}
-    with torch.no_grad():
-        model.set_attn_implementation("eager")
-        eager = model(input_ids=ids, output_attentions=True, **(additive if masked else {}))
-        pointer.enable(model)
-        model.train()  # as the trainer calls it (only in training)
-        with pointer.supervise(targets, layer, heads):
-            ours = model(input_ids=ids, **mask)
-        model.eval()
-        pointer.disable(model)
-    weights = eager.attentions[layer]
-    reference = torch.cat(
-        [
-            -torch.log(weights[b, h, q, targets[b, i, q]])[None]
-            for i, h in enumerate(heads)
-            for b in range(2)
-            for q in range(40)
-            if targets[b, i, q] >= 0
-        ]
-    ).mean()
-    assert torch.allclose(pointer.loss(), reference, atol=1e-4)
-    assert torch.allclose(ours.logits, eager.logits, atol=1e-4)  # the forward pass is unchanged
-    assert model.config._attn_implementation == "sdpa"
-
-
-def test_heads_are_spread_and_checked():
-    assert pointer.supervised_heads(4, 2) == (0, 2)
-    assert pointer.supervised_heads(4, 1) == (0,)
-    with pytest.raises(Exception, match="pointer supervision"):
-        pointer.supervised_heads(2, 3)
-
-
-def test_trainer_adds_the_weighted_pointer_loss(tiny_dir, chunks):  # noqa: F811 (fixture)
-    loaded = load_model(str(tiny_dir))
-    # the first digit of each "Time=3.0-4.0s" label follows "="
-    dataset = StreamDataset([chunks], loaded, RenderOptions(pointer_words=("=",)))
-    batch = collate([dataset[0], dataset[1]], pad_id=0)
-    assert batch["pointer_targets"].shape == (2, 1, batch["input_ids"].shape[1])
-    assert (batch["pointer_targets"] >= 0).any()
-    model = loaded.model
-    plain = StreamTrainer.compute_loss(
-        SimpleNamespace(pointer=None, readout=None, code=None), model, dict(batch)
-    )
-    pointer.enable(model)
-    model.train()
-    with torch.no_grad():
-        weighted = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(1, (0,), 2.0), readout=None, code=None), model, dict(batch)
-        )
-    extra = pointer.loss()
-    model.eval()
-    pointer.disable(model)
-    assert extra is not None and extra > 0
-    assert torch.allclose(weighted, plain + 2.0 * extra, atol=1e-4)
+from streamvlm.train.config import load_config
+from streamvlm.train.trainer import StreamTrainer, train
+from streamvlm_world import pointer
+from streamvlm_world.pointer import CopyPointer, pointer_targets
 
 
 def _encode(tokenizer, pieces):
+    """Token ids of `pieces` said in a row, and the index of each piece's last token."""
     ids, last = [], []
     for piece in pieces:
         ids += tokenizer.encode(piece, add_special_tokens=False)
@@ -116,205 +26,190 @@ def _encode(tokenizer, pieces):
     return torch.tensor(ids), last
 
 
-def test_copy_positions_are_the_words_followed_by_the_number_their_head_finds(tiny):
+def test_copy_targets_point_before_each_number_at_that_words_latest_number(tiny):
     tokenizer = tiny.tokenizer
     pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 5", " Red", " 7"]
-    pieces += [" Red", " 5"]  # Blue's latest number, but said after " Red": no copy for Blue's head
+    pieces += [" Red", " 5"]  # Blue's latest number, but said after " Red": Red's latest (7) is asked for
     ids, last = _encode(tokenizer, pieces)
-    labels = ids.clone()
-    labels[: last[4] + 1] = -100  # the first score is context, not a reply
-    targets = pointer_targets(ids, tokenizer, ["Red", "Blue"])
-    mask = pointer.copy_positions(ids[None], labels[None], targets[None], False)[0]
-    # " Red 3" repeats Red's 3; " Blue 5" is not Blue's 4; " Red 7" is not Red's 3; the first
-    # " Red" / " Blue" have no number before them (and are not labelled replies)
-    assert {j for j in range(len(ids) - 1) if mask[0, j]} == {last[6] - 1}  # " Red" or a space after it
-    assert not mask[1].any()
-    # one copy head: a single row of targets, only at the words followed by a number
-    one = pointer_targets(ids, tokenizer, ["Red", "Blue"], copy=True)
+    got = pointer_targets(ids, tokenizer, ["Red", "Blue"])
     expected = torch.full((1, len(ids)), -1)
-    for number, source in ((6, 1), (8, 3), (10, 6), (12, 10)):  # before each number, its team's latest number
+    # right before each number (the token before its own: " Red" or a space after it), the latest number
+    # of the word said before it; the first " Red 3" and " Blue 4" have none yet
+    for number, source in ((6, 1), (8, 3), (10, 6), (12, 10)):
         expected[0, last[number] - 1] = last[source]
-    assert torch.equal(one, expected)
-    copies = pointer.copy_positions(ids[None], labels[None], one[None], True)[0, 0]
-    assert {j for j in range(len(ids) - 1) if copies[j]} == {last[6] - 1}
+    assert torch.equal(got, expected)
+    assert torch.equal(CopyPointer().sample_targets(ids, tokenizer), expected)  # the objective's targets
+    blue = torch.full((1, len(ids)), -1)
+    blue[0, last[8] - 1] = last[3]  # only Blue's numbers asked for
+    assert torch.equal(CopyPointer(words=("Blue",)).sample_targets(ids, tokenizer), blue)
 
 
-def test_heads_write_what_eager_attention_adds_and_the_readout_is_its_direct_logit_effect(tiny_dir):
+@pytest.mark.parametrize("masked", [False, True], ids=["causal", "custom-4d-mask"])
+def test_loss_is_minus_log_of_the_eager_attention_weight(tiny_dir, masked):
+    """Also under a custom 4-D mask (`streaming_mask`): the loss reads the attention the mask leaves.
+    Head 1 reads the keys of KV head 0 (grouped KV heads: 4 query heads, 2 KV heads)."""
     model = load_model(str(tiny_dir)).model
-    text = model.config.text_config
-    layer, heads = 1, pointer.supervised_heads(text.num_attention_heads, 2)
-    ids = torch.randint(0, 200, (2, 30))
-    targets = torch.randint(0, 5, (2, 2, 30))
-    targets[:, :, ::3] = -1  # not told where to look: nothing computed, zero written
-    attention = model.get_decoder().layers[layer].self_attn
-    captured = {}
-    hook = attention.v_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o.detach()))
+    layer, head = model.config.text_config.num_hidden_layers - 1, 1
+    objective = CopyPointer(layer=layer, head=head)
+    objective.check(model)
+    ids = torch.randint(0, 200, (2, 40))
+    gen = torch.Generator().manual_seed(0)
+    allowed = torch.ones(2, 1, 40, 40, dtype=torch.bool).tril()
+    if masked:
+        allowed &= torch.rand(2, 1, 40, 40, generator=gen) < 0.6
+        allowed |= torch.eye(40, dtype=torch.bool)
+    targets = torch.full((2, 1, 40), -1)
+    for b in range(2):
+        for q in range(5, 40, 2):  # every other position told nothing
+            keys = allowed[b, 0, q].nonzero()[:, 0]
+            targets[b, 0, q] = keys[torch.randint(0, len(keys), (1,), generator=gen)]
+    mask = {"attention_mask": allowed} if masked else {}
+    additive = {"attention_mask": torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))}
+    with torch.no_grad():
+        model.set_attn_implementation("eager")
+        eager = model(input_ids=ids, output_attentions=True, **(additive if masked else {}))
+        objective.enable(model)
+        with objective.watch(targets):
+            ours = model(input_ids=ids, **mask)
+        loss = objective.loss()
+        with objective.watch(torch.full((2, 1, 40), -1)):  # nothing asked: no loss, not the stale one
+            model(input_ids=ids, **mask)
+        assert objective.loss() is None
+        with objective.watch(None):
+            model(input_ids=ids, **mask)
+        assert objective.loss() is None
+        objective.disable(model)
+    weights = eager.attentions[layer]
+    told = targets[:, 0] >= 0
+    b, q = told.nonzero(as_tuple=True)
+    reference = -torch.log(weights[b, head, q, targets[b, 0, q]]).mean()
+    assert told.sum() == 2 * 18
+    assert torch.allclose(loss, reference, atol=1e-4)
+    assert torch.allclose(ours.logits, eager.logits, atol=1e-4)  # the forward pass is unchanged
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_trainer_adds_the_weighted_pointer_loss_through_the_objective_seam(tiny_dir, chunks):  # noqa: F811
+    """`StreamTrainer.compute_loss` with a `CopyPointer` among its `auxiliary` objectives is the plain
+    loss plus weight x the pointer loss read off eager attention; in eval mode the plain loss."""
+    loaded = load_model(str(tiny_dir))
+    model = loaded.model
+    # the first digit of each "Time=3.0-4.0s" label follows "=": every label but a window's first asks
+    # for the previous label's first digit
+    objective = CopyPointer(words=("=",), layer=1, head=1, weight=2.0)
+    dataset = StreamDataset([chunks], loaded, RenderOptions(targets=(objective,)))
+    batch = collate([dataset[0], dataset[1]], pad_id=0)
+    targets = batch["pointer_targets"]
+    assert targets.shape == (2, 1, batch["input_ids"].shape[1])
+    assert (targets >= 0).sum() >= 4
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_weights", "pointer_targets")}
+    with torch.no_grad():
+        plain = StreamTrainer.compute_loss(SimpleNamespace(auxiliary=()), model, dict(batch))
+        model.set_attn_implementation("eager")
+        attentions = model(**inputs, output_attentions=True).attentions[1]
+    told = targets[:, 0] >= 0
+    b, q = told.nonzero(as_tuple=True)
+    reference = -torch.log(attentions[b, 1, q, targets[b, 0, q]]).mean()
+    assert reference > 0
+    objective.enable(model)
+    trainer = SimpleNamespace(auxiliary=(objective,))
+    with torch.no_grad():
+        model.train()
+        weighted = StreamTrainer.compute_loss(trainer, model, dict(batch))
+        model.eval()
+        evaluated = StreamTrainer.compute_loss(trainer, model, dict(batch))  # targets popped, not used
+    objective.disable(model)
+    assert torch.allclose(weighted, plain + 2.0 * reference, atol=1e-4)
+    assert torch.allclose(evaluated, plain, atol=1e-5)
+
+
+def _config(tmp_path, tiny_dir, chunks, name, **extra):  # noqa: F811
+    return load_config(str(write_config(tmp_path / f"{name}.yaml", tiny_dir, chunks, **extra)))
+
+
+class Recording(CopyPointer):
+    """A `CopyPointer` that notes, in this process, each loss it hands the trainer and how it is set
+    up and undone."""
+
+    events: list = []
+
+    def enable(self, model):
+        super().enable(model)
+        Recording.events.append(("enable", model.config._attn_implementation))
+
+    def disable(self, model):
+        super().disable(model)
+        Recording.events.append(("disable", model.config._attn_implementation))
+
+    def loss(self):
+        value = super().loss()
+        if value is not None:
+            Recording.events.append(("loss", float(value.detach())))
+        return value
+
+
+def test_training_with_a_copy_pointer_runs_and_saves_a_plain_model(
+    tmp_path,
+    tiny_dir,
+    chunks,  # noqa: F811 (fixture)
+    monkeypatch,
+):
+    from streamvlm.train import trainer
+
+    config = _config(tmp_path, tiny_dir, chunks, "c", max_steps=3, output_dir=str(tmp_path / "run"))
+    save_final = trainer.save_final
+    monkeypatch.setattr(
+        trainer, "save_final", lambda *a: Recording.events.append(("save", None)) or save_final(*a)
+    )
+    Recording.events.clear()
+    train(config, [Recording(words=("=",), layer=1)])
+    kinds = [kind for kind, _ in Recording.events]
+    losses = [value for kind, value in Recording.events if kind == "loss"]
+    assert len(losses) >= 3 and all(x > 0 for x in losses)  # the pointer loss in every step
+    assert kinds == ["enable", *["loss"] * len(losses), "disable", "save"]  # undone before the save
+    assert Recording.events[0][1] == pointer.NAME and Recording.events[-2][1] == "sdpa"
+    final = tmp_path / "run" / "final"
+    assert "pointer" not in (final / "config.json").read_text()
+    saved, initial = load_file(final / "model.safetensors"), load_file(tiny_dir / "model.safetensors")
+    assert saved.keys() == initial.keys()  # nothing added to the model
+    assert any(not torch.equal(saved[k], initial[k]) for k in saved)  # and it did learn
+
+
+def test_a_bad_copy_pointer_or_gradient_checkpointing_is_refused(tmp_path, tiny, tiny_dir, chunks):  # noqa: F811
+    model = tiny.model  # 2 layers of 4 heads
+    CopyPointer(layer=1, head=3).check(model)
+    for bad, message in (
+        (CopyPointer(layer=2), "layer 2 / head 0 outside"),
+        (CopyPointer(layer=-1), "layer -1 / head 0 outside"),
+        (CopyPointer(layer=1, head=4), "layer 1 / head 4 outside"),
+        (CopyPointer(layer=1, weight=0), "weight must be > 0"),
+    ):
+        with pytest.raises(StreamvlmError, match=message):
+            bad.check(model)
+    layer = _config(tmp_path, tiny_dir, chunks, "l", output_dir=str(tmp_path / "l"))
+    with pytest.raises(StreamvlmError, match="layer 2"):
+        train(layer, [CopyPointer(layer=2)])  # the tiny model has 2 layers
+    assert not (tmp_path / "l" / "final").exists()
+    checkpointed = _config(
+        tmp_path, tiny_dir, chunks, "g", gradient_checkpointing=True, output_dir=str(tmp_path / "g")
+    )
+    with pytest.raises(StreamvlmError, match="gradient_checkpointing"):
+        train(checkpointed, [CopyPointer(layer=1)])
+    assert not (tmp_path / "g").exists()  # refused before anything was written
+
+
+def test_supervise_records_the_heads_it_is_given(tiny_dir):
+    """`supervise` takes one row of targets per head: the copy head's row for head 0, another for head 2."""
+    model = load_model(str(tiny_dir)).model
+    ids = torch.randint(0, 200, (1, 20))
+    targets = torch.full((1, 2, 20), -1)
+    targets[0, 0, 10], targets[0, 1, 15] = 3, 7
     model.set_attn_implementation("eager")
     with torch.no_grad():
-        eager = model(input_ids=ids, output_attentions=True, output_hidden_states=True)
-    hook.remove()
-    d = attention.head_dim
-    group = text.num_attention_heads // text.num_key_value_heads
-    values = captured["v"].view(2, 30, -1, d)
-    reference = [
-        (eager.attentions[layer][:, h] @ values[:, :, h // group])
-        @ attention.o_proj.weight[:, h * d : (h + 1) * d].T.detach()
-        for h in heads
-    ]
-    pointer.enable(model)
-    model.train()
-    with pointer.supervise(targets, layer, heads, write=True):
-        ours = model(input_ids=ids, output_hidden_states=True)
-    model.eval()
-    pointer.disable(model)
-    written = pointer.written()
-    assert len(written) == 2
-    for i, (got, want) in enumerate(zip(written, reference, strict=True)):
-        told = targets[:, i] >= 0
-        assert torch.allclose(got[told], want[told], atol=1e-4) and not got[~told].any()
-    mask = torch.zeros(2, 2, 29, dtype=torch.bool)
-    mask[0, 0, [4, 10]] = mask[1, 1, 20] = True
-    following = torch.randint(0, 200, (2, 29))
-    hidden = ours.hidden_states[layer + 1]
-    loss = pointer.readout_loss(model, written, hidden, following, mask)
-    norm, head = model.get_decoder().norm, model.lm_head
-    rms = hidden.detach().pow(2).mean(-1, keepdim=True).add(norm.variance_epsilon).sqrt()
-    expected = torch.cat(
-        [
-            torch.nn.functional.cross_entropy(
-                head(norm.weight * (want / rms))[:, :-1][mask[:, i]], following[mask[:, i]], reduction="none"
-            )
-            for i, want in enumerate(reference)
-        ]
-    ).mean()
-    assert torch.allclose(loss, expected, atol=1e-4)
-    loss.backward()
-    assert head.weight.grad is None and norm.weight.grad is None  # only the heads learn from it
-    assert attention.v_proj.weight.grad.abs().sum() > 0
-    assert pointer.readout_loss(model, written, hidden, following, torch.zeros_like(mask)) is None
-
-
-def _scores_window(tiny_dir):
-    """The tiny model, and a reply copying two scores (" Red 3 Blue 4") after a context that said them."""
-    loaded = load_model(str(tiny_dir))
-    pieces = [" Red", " 3", " Blue", " 4", " serves", " Red", " 3", " Blue", " 4", " Red", " 5"]
-    ids, last = _encode(loaded.tokenizer, pieces)
-    labels = ids.clone()
-    labels[: last[4] + 1] = -100  # the first score is context, not a reply
-    return loaded, ids, labels
-
-
-def test_trainer_adds_the_weighted_readout_loss(tiny_dir):
-    loaded, ids, labels = _scores_window(tiny_dir)
-    batch = {
-        "input_ids": ids[None],
-        "labels": labels[None],
-        "loss_weights": (labels >= 0).float()[None],
-        "pointer_targets": pointer_targets(ids, loaded.tokenizer, ["Red", "Blue"])[None],
-    }
-    mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], False)
-    assert mask.sum() == 2  # Red's 3 and Blue's 4 are copies; Red's 5 is not
-    model = loaded.model
-    pointer.enable(model)
-    model.train()
-    with torch.no_grad():
-        one = StreamTrainer.compute_loss(
-            SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=None, code=None), model, dict(batch)
-        )
-        with_readout = SimpleNamespace(pointer=(0, (0, 2), 1.0), readout=3.0, code=None, copy_head=False)
-        both = StreamTrainer.compute_loss(with_readout, model, dict(batch))
-        with pointer.supervise(batch["pointer_targets"], 0, (0, 2), write=True):
-            hidden = model(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[1]
-        readout = pointer.readout_loss(model, pointer.written(), hidden, labels[None, 1:], mask)
-    model.eval()
-    pointer.disable(model)
-    assert readout > 0
-    assert torch.allclose(both, one + 3.0 * readout, atol=1e-4)
-
-
-def test_code_loss_is_the_supervised_contrastive_loss_of_what_the_heads_write():
-    torch.manual_seed(0)
-    written = [torch.randn(2, 6, 8, requires_grad=True), torch.randn(2, 6, 8)]
-    mask = torch.zeros(2, 2, 5, dtype=torch.bool)
-    mask[0, 0, [0, 2, 4]] = mask[1, 0, [1, 3]] = True  # head 0: five copies; head 1: none
-    following = torch.tensor([[7, 0, 8, 0, 7], [0, 8, 0, 9, 0]])
-    loss = pointer.code_loss(written, following, mask, temperature=0.5)
-    # by hand: anchors in batch order (mask position j: what the heads wrote at j, followed by
-    # following[j]), labels 7 8 7 8 9; the 9 has no partner and is no anchor
-    vectors = [written[0][0, 0], written[0][0, 2], written[0][0, 4], written[0][1, 1], written[0][1, 3]]
-    labels = [7, 8, 7, 8, 9]
-
-    def cos(a, b):
-        return float((a @ b / (a.norm() * b.norm())).detach())
-
-    per_anchor = []
-    for i in range(5):
-        partners = [j for j in range(5) if j != i and labels[j] == labels[i]]
-        if partners:
-            others = sum(math.exp(cos(vectors[i], vectors[k]) / 0.5) for k in range(5) if k != i)
-            per_anchor.append(
-                -sum(cos(vectors[i], vectors[j]) / 0.5 - math.log(others) for j in partners) / len(partners)
-            )
-    assert len(per_anchor) == 4
-    assert abs(float(loss.detach()) - sum(per_anchor) / 4) < 1e-5
-    scaled = [w * 10 for w in written]  # scale-free
-    assert torch.allclose(pointer.code_loss(scaled, following, mask, temperature=0.5), loss, atol=1e-5)
-    loss.backward()
-    assert written[0].grad[0, 0].abs().sum() > 0 and not written[0].grad[0, 1].any()
-    apart = torch.zeros(2, 6, 8)  # each number its own direction: near zero
-    for b, j in ((0, 0), (0, 2), (0, 4), (1, 1), (1, 3)):
-        apart[b, j, int(following[b, j]) - 6] = 1.0
-    assert pointer.code_loss([apart], following, mask[:, :1], temperature=0.05) < 1e-6 < float(loss)
-    assert pointer.code_loss(written, following, torch.zeros_like(mask)) is None
-
-
-def test_trainer_adds_the_weighted_code_loss(tiny_dir):
-    loaded, ids, labels = _scores_window(tiny_dir)
-    targets = pointer_targets(ids, loaded.tokenizer, ["Red", "Blue"], copy=True)
-    batch = {  # the same window twice: each copied number has a partner in the batch
-        "input_ids": ids[None].repeat(2, 1),
-        "labels": labels[None].repeat(2, 1),
-        "loss_weights": (labels >= 0).float()[None].repeat(2, 1),
-        "pointer_targets": targets[None].repeat(2, 1, 1),
-    }
-    model = loaded.model
-    pointer.enable(model)
-    model.train()
-    settings = {"pointer": (0, (0,), 1.0), "readout": None, "copy_head": True}
-    with torch.no_grad():
-        one = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=None), model, dict(batch))
-        both = StreamTrainer.compute_loss(SimpleNamespace(**settings, code=2.0), model, dict(batch))
-        with pointer.supervise(batch["pointer_targets"], 0, (0,), write=True):
-            model(input_ids=batch["input_ids"])
-        mask = pointer.copy_positions(batch["input_ids"], batch["labels"], batch["pointer_targets"], True)
-        code = pointer.code_loss(pointer.written(), batch["labels"][:, 1:], mask)
-    model.eval()
-    pointer.disable(model)
-    assert mask.sum() == 4 and code > 0
-    assert torch.allclose(both, one + 2.0 * code, atol=1e-4)
-
-
-def test_training_with_pointer_supervision_runs_and_saves_a_plain_model(tmp_path, tiny_dir, chunks):  # noqa: F811
-    config = write_config(
-        tmp_path / "c.yaml",
-        tiny_dir,
-        chunks,
-        max_steps=3,
-        pointer_words=["Red", "Blue"],
-        pointer_layer=1,
-        pointer_readout_weight=1.0,
-        pointer_code_weight=1.0,
-    )
-    assert main(["train", str(config)]) == 0
-    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
-    assert "pointer" not in json.dumps(saved)
-    bad = write_config(
-        tmp_path / "b.yaml", tiny_dir, chunks, pointer_words=["Red"], gradient_checkpointing=True
-    )
-    assert main(["train", str(bad)]) != 0
-    layer = write_config(tmp_path / "l.yaml", tiny_dir, chunks, pointer_words=["Red"], pointer_layer=2)
-    assert main(["train", str(layer)]) != 0  # the tiny model has 2 layers
-    readout = write_config(tmp_path / "r.yaml", tiny_dir, chunks, pointer_readout_weight=1.0)
-    assert main(["train", str(readout)]) != 0  # a readout needs pointer words
-    code = write_config(tmp_path / "k.yaml", tiny_dir, chunks, pointer_code_weight=1.0)
-    assert main(["train", str(code)]) != 0  # so does a code loss
+        weights = model(input_ids=ids, output_attentions=True).attentions[0]
+        pointer.enable(model)
+        with pointer.supervise(targets, 0, (0, 2)):
+            model(input_ids=ids)
+        pointer.disable(model)
+    reference = -(torch.log(weights[0, 0, 10, 3]) + torch.log(weights[0, 2, 15, 7])) / 2
+    assert torch.allclose(pointer.loss(), reference, atol=1e-4)

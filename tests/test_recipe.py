@@ -1,5 +1,4 @@
-"""The shipped model's recipe end to end, in miniature: every stage runs, is skipped when done, and
-the commentary-only matches reach SFT without any video."""
+"""The shipped model's recipe end to end, in miniature: every stage runs and is skipped when done."""
 
 import json
 import shutil
@@ -10,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from streamvlm_world.recipe import TEXT_DATASET_SEED, Recipe, train_world_model
+from streamvlm_world.recipe import Recipe, train_world_model
 
 
 def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
@@ -25,7 +24,6 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
         warmup_videos=1,
         sft_steps=2,
         sft_batch=2,
-        text_matches=3,
         score_change=True,
         eval_seconds=6,
         replay_streams=1,
@@ -37,31 +35,16 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     logs: list[str] = []
     result = train_world_model(recipe, log=logs.append)
     work = tmp_path / "work"
-    assert set(result["timings_s"]) == {
-        "init",
-        "data",
-        "commentary",
-        "text",
-        "vision",
-        "sft",
-        "replay",
-        "calls",
-        "ship",
-    }
-    commentary = work / "data" / "commentary"
-    assert not (commentary / "videos").exists()  # annotations only
-    manifest = json.loads((commentary / "world.json").read_text())
-    assert manifest["config"]["seed"] == TEXT_DATASET_SEED and manifest["videos_written"] is False
+    assert set(result["timings_s"]) == {"init", "data", "vision", "sft", "replay", "calls", "ship"}
     # the training matches vary the teams' skills game by game; the held-out world the model is made for
     # (its streamvlm.json, the evaluation) does not
-    for dataset in (work / "data", commentary):
-        assert json.loads((dataset / "world.json").read_text())["config"]["skill_spread"] == 0.15
-    assert len((commentary / "chunks.jsonl").read_text().splitlines()) == 3 * 24 // 8
+    assert json.loads((work / "data" / "world.json").read_text())["config"]["skill_spread"] == 0.15
     config = json.loads((work / "sft" / "train_config.json").read_text())
-    assert config["text_data"] == [str(commentary / "chunks.jsonl")]
+    assert config["text_data"] == [] and not (work / "data" / "commentary").exists()
     model = tmp_path / "model"
     card = (model / "README.md").read_text()
-    assert "3 commentary-only matches" in card
+    assert "one head of layer 2 taught to attend, before each score number" in card  # the copy head
+    assert "warm-up on commentary" not in card and "1. vision warm-up" in card
     assert "its lr falling linearly to 0" in card and "`streamvlm world train-model` (resumable" in card
     assert 0 < json.loads((work / "warm" / "stage.json").read_text())["last_lr"] < 1e-3  # warm-up lr decayed
     defaults = json.loads((model / "streamvlm.json").read_text())
@@ -87,7 +70,7 @@ def test_miniature_recipe_runs_every_stage_and_resumes(tmp_path):
     assert "replay fine" in card and "2 runs, each on 2 other matches" in card
     logs.clear()
     train_world_model(recipe, log=logs.append)  # a second run finds every stage done
-    assert sum("already done" in line for line in logs) == 9, logs
+    assert sum("already done" in line for line in logs) == 7, logs
 
     # one calls run (--call-runs 1): that run's model is shipped, nothing averaged
     shutil.rmtree(work / "calls")
@@ -108,11 +91,10 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
     monkeypatch.setattr(recipe_module, "train_world_model", lambda r, log: seen.append(r) or {})
     argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
     argv += ["--videos", "3", "--video-seconds", "30", "--sft-steps", "5", "--sft-batch", "3"]
-    argv += ["--text-s", "2", "--warmup-s", "4", "--text-only-fraction", "0.5", "--text-matches", "6"]
+    argv += ["--warmup-s", "4", "--text-only-fraction", "0.5"]
     argv += ["--time-shift-max", "9", "--pointer-layer", "1", "--eval-seconds", "12"]
     argv += ["--nicknames", "--no-score-on-serve", "--no-goal-light", "--no-score-change"]
-    argv += ["--memory-number-labels", "--no-pointer-supervision", "--no-pointer-copy-head"]
-    argv += ["--pointer-readout-weight", "0.5", "--streaming-mask", "--replay-streams", "2"]
+    argv += ["--no-pointer-supervision", "--streaming-mask", "--replay-streams", "2"]
     argv += ["--replay-seconds", "7", "--call-streams", "3", "--call-seconds", "5", "--call-runs", "3"]
     argv += ["--seed", "3", "--skill-spread", "0.05", "--no-warmup-decay"]
     assert main(argv) == 0
@@ -123,10 +105,8 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         video_seconds=30,
         sft_steps=5,
         sft_batch=3,
-        text_s=2.0,
         warmup_s=4.0,
         text_only_fraction=0.5,
-        text_matches=6,
         time_shift_max=9,
         pointer_layer=1,
         eval_seconds=12,
@@ -134,10 +114,7 @@ def test_every_train_model_option_reaches_the_recipe(monkeypatch, tmp_path):
         score_on_serve=False,
         goal_light=False,
         score_change=False,
-        memory_number_labels=True,
         pointer_supervision=False,
-        pointer_copy_head=False,
-        pointer_readout_weight=0.5,
         streaming_mask=True,
         replay_streams=2,
         replay_seconds=7,
@@ -155,10 +132,6 @@ def test_contradicting_options_are_refused_before_any_stage(tmp_path, capsys):
     from streamvlm.cli import main
 
     argv = ["world", "train-model", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "m")]
-    off = [*argv, "--no-pointer-supervision"]
-    assert main([*off, "--pointer-copy-head"]) != 0
-    assert "--pointer-supervision" in capsys.readouterr().err
-    assert main([*off, "--no-pointer-copy-head", "--pointer-readout-weight", "1"]) != 0
     assert main([*argv, "--call-runs", "0"]) != 0
     assert main([*argv, "--call-runs", "2", "--call-streams", "101"]) != 0
     assert "--call-runs" in capsys.readouterr().err

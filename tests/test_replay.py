@@ -2,8 +2,9 @@
 
 A random world-architecture model: the tests check that a forced round is exactly what the engine
 computes while streaming, that only the named parameters learn, that a killed run resumes to the
-same weights, and that the pointer loss reads a cached forward pass as it reads a full one; and that
-averaged checkpoints (`train.average`, the recipe's calls runs) hold their mean.
+same weights, and that the copy head's pointer loss (`streamvlm_world.pointer`) reads a cached
+forward pass as it reads a full one; and that averaged checkpoints (`train.average`, the recipe's
+calls runs) hold their mean.
 """
 
 import json
@@ -23,11 +24,13 @@ from streamvlm.config import StreamConfig
 from streamvlm.engine import StreamingSession
 from streamvlm.errors import StreamvlmError
 from streamvlm.models import load_model
-from streamvlm.train import pointer
+from streamvlm.train import forcing
+from streamvlm.train.forcing import force
 from streamvlm.train.replay import ReplayConfig, ReplayStream, replay_train
 from streamvlm_world.config import WorldConfig
 from streamvlm_world.model import init_world_checkpoint
-from streamvlm_world.replay import world_streams
+from streamvlm_world.pointer import CopyPointer
+from streamvlm_world.replay import PHASES, world_streams
 from streamvlm_world.stream import World
 
 WORLD = {"nicknames": False, "score_on_serve": True, "goal_light": True, "score_change": True}
@@ -60,14 +63,14 @@ def test_a_forced_round_is_what_the_engine_computes_while_streaming(world_dir):
     for frames, row in seconds:
         engine.step(frames, reply=row["text"])
         with torch.inference_mode():
-            engine._feed()  # the reply in its own round
+            engine.feed()  # the reply in its own round
     assert engine.evictions > 0
     expected = torch.stack([logits for _, _, logits in engine.trace])
 
     forcing = StreamingSession(loaded, SMALL)
     got = []
     for frames, row in seconds:
-        forced = forcing.force(frames, row["text"])
+        forced = force(forcing, frames, row["text"])
         assert forced.logits.requires_grad and forced.logits.shape[0] == forced.ids.numel()
         kinds = [s.kind for s in forced.spans for _ in range(s.n)]
         header_end = max(i for i, k in enumerate(kinds) if k == Kind.REPLY_OPEN)
@@ -78,7 +81,7 @@ def test_a_forced_round_is_what_the_engine_computes_while_streaming(world_dir):
     generating = StreamingSession(loaded, SMALL)
     generating.step(seconds[0][0])  # its reply's last tokens wait for the next second's prefill
     with pytest.raises(RuntimeError, match="every earlier token"):
-        generating.force(seconds[1][0], "")
+        force(generating, seconds[1][0], "")
 
 
 def snapshot(model):
@@ -86,14 +89,16 @@ def snapshot(model):
 
 
 def test_replay_trains_only_the_named_parameters_and_resumes_to_the_same_weights(world_dir, tmp_path):
-    config = ReplayConfig(lr=1e-3, accumulate=2)
+    config = replace(PHASES["copy"].config, lr=1e-3, accumulate=2)  # layer 2's queries and keys
+    assert PHASES["copy"].objectives == (CopyPointer(layer=2, head=0),)
     world_defaults = load_model(str(world_dir)).defaults["world"]
+    with pytest.raises(StreamvlmError, match="trainable"):  # no default: the caller names them
+        replay_train(load_model(str(world_dir)), [], SMALL, ReplayConfig(lr=1e-3))
 
     def run(streams: int, checkpoint=None):
         loaded = load_model(str(world_dir))
-        log = replay_train(
-            loaded, world_streams(world_defaults, [11, 12][:streams], 24), SMALL, config, checkpoint
-        )
+        streams = world_streams(world_defaults, [11, 12][:streams], 24)
+        log = replay_train(loaded, streams, SMALL, config, checkpoint, objectives=PHASES["copy"].objectives)
         return loaded.model, log
 
     before = snapshot(load_model(str(world_dir)).model)
@@ -102,7 +107,7 @@ def test_replay_trains_only_the_named_parameters_and_resumes_to_the_same_weights
     trained = {n for n in after if not torch.equal(after[n], before[n])}
     assert trained and all(any(t in n for t in config.trainable) for n in trained)
     assert log.streams_done == 2 and log.rounds == 48 and log.steps == 24
-    assert all(entry["pointer_loss"] is not None for entry in log.losses)  # scores were copied
+    assert all(entry["pointer_loss"] > 0 for entry in log.losses)  # scores were copied
     assert not any(p.requires_grad for p in model.parameters())  # left frozen for inference
 
     checkpoint = tmp_path / "checkpoint"
@@ -120,11 +125,10 @@ def test_interleaved_streams_take_turns_and_resume_by_group(world_dir, tmp_path,
     config = ReplayConfig(lr=1e-3, accumulate=2, interleave=2, trainable=("model.language_model",))
     world_defaults = load_model(str(world_dir)).defaults["world"]
     forced = []
-    force = StreamingSession.force
 
-    def spy(self, frames, reply, start=None, end=None, context=None):
-        forced.append((self.config.previous_text, start))
-        return force(self, frames, reply, start, end, context)
+    def spy(session, frames, reply, start=None, end=None, context=None):
+        forced.append((session.config.previous_text, start))
+        return force(session, frames, reply, start, end, context)
 
     def stream(name, seconds):
         second = next(World(WorldConfig(seed=4, **WORLD)).seconds(1))
@@ -132,11 +136,12 @@ def test_interleaved_streams_take_turns_and_resume_by_group(world_dir, tmp_path,
             name, [(second.frames, t, t + 1.0, "") for t in range(seconds)], previous_text=name
         )
 
-    monkeypatch.setattr(StreamingSession, "force", spy)
+    monkeypatch.setattr(forcing, "force", spy)
     log = replay_train(load_model(str(world_dir)), [stream("a", 3), stream("b", 2)], SMALL, config)
     assert forced == [("a", 0.0), ("b", 0.0), ("a", 1.0), ("b", 1.0), ("a", 2.0)]
     # steps after rounds 2 and 4, and a last one for round 5 as the group ends
     assert log.rounds == 5 and log.steps == 3 and [e["rounds"] for e in log.losses] == [3, 2]
+    assert all(set(e) == {"stream", "rounds", "loss"} for e in log.losses)  # no objectives, no other loss
     monkeypatch.undo()
 
     def run(streams: int, checkpoint=None):
@@ -174,6 +179,7 @@ def test_calls_streams_hide_the_ball_in_the_goal_in_every_other_match(world_dir)
 
 
 def test_the_pointer_loss_of_a_cached_forward_pass_equals_the_full_pass(world_dir):
+    """What replay asks of the copy head: the targets of a round's new tokens count every cached row."""
     loaded = load_model(str(world_dir))
     model = loaded.model
     torch.manual_seed(0)
@@ -183,19 +189,20 @@ def test_the_pointer_loss_of_a_cached_forward_pass_equals_the_full_pass(world_di
     asked = torch.full((1, 1, n), -1)
     asked[0, 0, -new:] = torch.randint(0, n - new, (new,))
     asked[0, 0, -3] = -1  # a position without a target
-    pointer.enable(model)
+    copy = CopyPointer(layer=2, head=0)
+    copy.enable(model)
     try:
-        with torch.no_grad(), pointer.supervise(asked, 2, (0,)):
+        with torch.no_grad(), copy.watch(asked):
             model(input_ids=ids, position_ids=positions, use_cache=False)
-        full = pointer.loss()
+        full = copy.loss()
         cache = DynamicCache()
         with torch.no_grad():
             model(input_ids=ids[:, :-new], position_ids=positions[..., :-new], cache=cache)
-            with pointer.supervise(asked[..., -new:], 2, (0,)):
+            with copy.watch(asked[..., -new:]):
                 model(input_ids=ids[:, -new:], position_ids=positions[..., -new:], cache=cache)
-        cached = pointer.loss()
+        cached = copy.loss()
     finally:
-        pointer.disable(model)
+        copy.disable(model)
     assert full is not None and float(full) > 0
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
 
@@ -247,3 +254,34 @@ def test_averaging_checkpoints_writes_their_mean_and_refuses_other_models(world_
     with pytest.raises(StreamvlmError, match=re.escape(name)):
         average_checkpoints(dirs, tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists()
+
+
+def test_replay_adds_each_objectives_weighted_loss_and_logs_it(world_dir, monkeypatch):
+    """Each round back-propagates the reply loss plus weight x each objective's loss of that round's
+    forward pass, and the stream's log has their means (a toy objective: no world in the seam)."""
+    from test_train import NumberEmbeddings
+
+    class Noted(NumberEmbeddings):
+        def loss(self):
+            value = super().loss()
+            self.extras.append(None if value is None else float(value.detach()))
+            return value
+
+    toy = Noted(weight=3.0)
+    toy.extras = []
+    totals = []
+    backward = torch.Tensor.backward
+    monkeypatch.setattr(
+        torch.Tensor, "backward", lambda t, *a, **k: totals.append(float(t.detach())) or backward(t, *a, **k)
+    )
+    world_defaults = load_model(str(world_dir)).defaults["world"]
+    config = ReplayConfig(lr=1e-3, accumulate=1, trainable=("model.language_model",))
+    streams = world_streams(world_defaults, [11], 5)
+    log = replay_train(load_model(str(world_dir)), streams, SMALL, config, objectives=(toy,))
+    assert len(totals) == len(toy.extras) == log.rounds == 5
+    assert all(x is not None and x > 0 for x in toy.extras)  # numbers said in every round's turn
+    replies = [t - 3.0 * x for t, x in zip(totals, toy.extras, strict=True)]
+    entry = log.losses[0]
+    assert set(entry) == {"stream", "rounds", "loss", "toy_loss"}
+    assert entry["loss"] == pytest.approx(sum(replies) / 5, rel=1e-4)
+    assert entry["toy_loss"] == pytest.approx(sum(toy.extras) / 5, rel=1e-6)

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -17,13 +19,13 @@ from test_data import word_stream
 
 from streamvlm.cli import main
 from streamvlm.data.formats import DataError, StreamRecord, write_annotations
-from streamvlm.data.sample import RenderOptions, StreamDataset, collate
+from streamvlm.data.sample import RenderOptions, StreamDataset, collate, number_tokens
 from streamvlm.sources import synthetic_frames, write_video
 from streamvlm.train import features
 from streamvlm.train.config import load_config
 from streamvlm.train.trainer import StreamTrainer, right_padded
 
-NO_POINTER = SimpleNamespace(pointer=None)  # a trainer's settings, without pointer supervision
+PLAIN = SimpleNamespace(auxiliary=())  # a trainer's settings, without auxiliary objectives
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +79,12 @@ def write_config(path, tiny_dir, chunks, **extra):
 def test_loss_equals_transformers_loss_with_unit_weights(tiny, chunks):
     dataset = StreamDataset([chunks], tiny, RenderOptions())
     batch = collate([dataset[0], dataset[1]], pad_id=0)
-    ours = StreamTrainer.compute_loss(NO_POINTER, tiny.model, dict(batch))
+    ours = StreamTrainer.compute_loss(PLAIN, tiny.model, dict(batch))
     reference = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"}).loss
     assert torch.allclose(ours, reference, atol=1e-5)
     weighted = dict(batch)
     weighted["loss_weights"] = batch["loss_weights"] * 3.0  # a uniform weight changes nothing
-    assert torch.allclose(StreamTrainer.compute_loss(NO_POINTER, tiny.model, weighted), reference, atol=1e-5)
+    assert torch.allclose(StreamTrainer.compute_loss(PLAIN, tiny.model, weighted), reference, atol=1e-5)
 
 
 def test_right_padded_batches_drop_their_mask_and_lose_nothing(tiny, chunks):
@@ -96,12 +98,83 @@ def test_right_padded_batches_drop_their_mask_and_lose_nothing(tiny, chunks):
     assert right_padded(batch["attention_mask"])
     assert not right_padded(batch["attention_mask"].flip(1))  # left padding keeps its mask
     assert not right_padded(None) and not right_padded(torch.ones(2, 1, 5, 5, dtype=torch.bool))
-    ours = StreamTrainer.compute_loss(NO_POINTER, tiny.model, dict(batch))
+    ours = StreamTrainer.compute_loss(PLAIN, tiny.model, dict(batch))
     reference = tiny.model(**{k: v for k, v in batch.items() if k != "loss_weights"})
     assert torch.allclose(ours, reference.loss, atol=1e-5)
     unmasked = tiny.model(**{k: v for k, v in batch.items() if k not in ("loss_weights", "attention_mask")})
     real = batch["attention_mask"].bool()
     assert torch.allclose(unmasked.logits[real], reference.logits[real], atol=1e-5)
+
+
+@dataclass
+class NumberEmbeddings:
+    """A toy auxiliary objective (`train.auxiliary`): its targets mark each number token (its own
+    position, -1 elsewhere); its loss is the mean squared norm of those tokens' input embeddings."""
+
+    weight: float = 0.5
+    key = "toy_targets"
+    name = "toy"
+
+    def check(self, model):
+        pass
+
+    def enable(self, model):
+        self.embeddings, self.watched = model.get_input_embeddings(), []
+
+    def disable(self, model):
+        del self.embeddings
+
+    def sample_targets(self, ids, tokenizer):
+        return torch.where(number_tokens(tokenizer)[ids], torch.arange(len(ids)), -1)[None]
+
+    @contextmanager
+    def watch(self, targets):
+        self.watched.append(targets)
+        seen = {}
+        hook = self.embeddings.register_forward_hook(lambda m, i, out: seen.setdefault("out", out))
+        try:
+            yield
+        finally:
+            hook.remove()
+        self.marked = None if targets is None else seen["out"][targets[:, 0] >= 0]
+
+    def loss(self):
+        return None if self.marked is None or not len(self.marked) else self.marked.pow(2).sum(-1).mean()
+
+
+def test_the_trainer_adds_each_objectives_weighted_loss_and_collate_pads_its_targets(tiny, chunks):
+    """The product seam without the world: a sample gets the objective's targets, a batch pads them with
+    -1, and the training loss is the reply loss plus weight x the objective's loss of that forward pass."""
+    toy = NumberEmbeddings()
+    dataset = StreamDataset([chunks], tiny, RenderOptions(text_only_fraction=0.5, targets=(toy,)))
+    samples = [dataset[i] for i in range(len(dataset))]
+    lengths = [s["input_ids"].numel() for s in samples]
+    long, short = samples[lengths.index(max(lengths))], samples[lengths.index(min(lengths))]
+    batch = collate([long, short], pad_id=0)
+    targets, n = batch["toy_targets"], short["input_ids"].numel()
+    assert targets.shape == (2, 1, max(lengths)) and targets.dtype == torch.long and n < max(lengths)
+    assert torch.equal(targets[0], long["toy_targets"])
+    assert torch.equal(targets[1, :, :n], short["toy_targets"])
+    assert (targets[1, :, n:] == -1).all()  # padding asks for nothing
+    numbers = number_tokens(tiny.tokenizer)[batch["input_ids"]] & batch["attention_mask"].bool()
+    assert numbers.sum() > 4 and torch.equal(targets[:, 0] >= 0, numbers)
+    with torch.no_grad():
+        reference = tiny.model.get_input_embeddings()(batch["input_ids"])[numbers].pow(2).sum(-1).mean()
+    toy.enable(tiny.model)
+    tiny.model.train()
+    try:
+        with torch.no_grad():
+            plain = StreamTrainer.compute_loss(PLAIN, tiny.model, dict(batch))
+            weighted = StreamTrainer.compute_loss(SimpleNamespace(auxiliary=(toy,)), tiny.model, dict(batch))
+            assert len(toy.watched) == 1 and torch.equal(toy.watched[0], targets)
+            tiny.model.eval()  # evaluation: the targets are dropped, nothing watched or added
+            evaluated = StreamTrainer.compute_loss(SimpleNamespace(auxiliary=(toy,)), tiny.model, dict(batch))
+    finally:
+        tiny.model.eval()
+        toy.disable(tiny.model)
+    assert len(toy.watched) == 1
+    assert reference > 0 and torch.allclose(weighted, plain + 0.5 * reference, atol=1e-5)
+    assert torch.allclose(evaluated, plain, atol=1e-6)
 
 
 def test_loader_workers_run_at_the_asked_niceness(tiny, chunks):
@@ -135,7 +208,7 @@ def test_stored_vision_features_give_the_loss_of_decoded_frames(tiny, chunks, tm
         assert torch.allclose(torch.cat(tower.pooler_output), b["video_embeds"], atol=1e-5)
     batch = [decoded[0], decoded[3]], [stored[0], stored[3]]
     with torch.no_grad():
-        losses = [StreamTrainer.compute_loss(NO_POINTER, tiny.model, collate(b, pad_id=0)) for b in batch]
+        losses = [StreamTrainer.compute_loss(PLAIN, tiny.model, collate(b, pad_id=0)) for b in batch]
     assert torch.allclose(losses[0], losses[1], atol=1e-5)
 
 

@@ -17,6 +17,7 @@ from . import __version__
 from .cache.policy import POLICIES
 from .config import POSITIONS, StreamConfig
 from .errors import StreamvlmError
+from .options import add_options
 from .plugins import hooks
 
 
@@ -145,39 +146,14 @@ def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None
     """Options of `StreamConfig`: left unset (None) they take the model's streaming defaults
     (`streamvlm.json` in the checkpoint), then `StreamConfig`'s. `outputs=False` leaves out
     --out / --stats (commands that name their own files)."""
-    d = StreamConfig()
     add = p.add_argument
     add("--model", default=None, help="checkpoint dir or hub id (default: the shipped default)")
-    add("--fps", type=positive_int, help=f"frames sampled per second (default {d.fps})")
     add("--start", type=float, default=0.0, help="start time in the source, seconds (default 0)")
     add("--seconds", type=positive_int, default=None, help="seconds to stream (default: to the end)")
-    add("--policy", choices=POLICIES, help=f"cache policy (default {d.policy})")
-    add("--positions", choices=POSITIONS, help=f"contiguous re-indexing or append (default {d.positions})")
-    add("--vision-window", type=positive_int, help=f"seconds of vision kept (default {d.vision_window})")
-    add("--text-rounds", type=positive_int, help=f"assistant turns kept (default {d.text_rounds})")
-    add("--text-sink", type=non_negative_int, help=f"text memory head, tokens (default {d.text_sink})")
-    add("--text-window", type=non_negative_int, help=f"text memory tail, tokens (default {d.text_window})")
-    add("--reset-every", type=positive_int, help="sliding: reset period, s (default: the vision window)")
-    add("--max-new-tokens", type=positive_int, help=f"per second (default {d.max_new_tokens})")
-    decoding = p.add_mutually_exclusive_group()
-    decoding.add_argument(
-        "--greedy", action="store_true", default=None, help="greedy decoding (reproducible)"
+    # every StreamConfig field but the benchmarks' own, with its comment as help (streamvlm.options)
+    add_options(
+        p, StreamConfig, exclude=("ignore_eos",), unset=True, types_=STREAM_TYPES, choices=STREAM_CHOICES
     )
-    decoding.add_argument(
-        "--temperature", type=float, help=f"sampling temperature (default: the model's, else {d.temperature})"
-    )
-    add(
-        "--top-k",
-        type=non_negative_int,
-        help=f"sample among the k likeliest tokens, 0 = all (default: the model's, else {d.top_k})",
-    )
-    add("--top-p", type=float, help=f"nucleus sampling mass (default: the model's, else {d.top_p})")
-    add("--repetition-penalty", type=float, help=f"default: the model's, else {d.repetition_penalty}")
-    add("--seed", type=int, help=f"sampling seed (default {d.seed})")
-    add("--query", help="the instruction, after the first second's frames (method §7.2)")
-    add("--previous-text", help="context text placed in the text memory at the start")
-    add("--system-prompt", help=f"system prompt (default {d.system_prompt!r})")
-    add("--compile", action="store_true", default=None, help="static-shape K/V cache, compiled decode step")
     if outputs:
         p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")
         p.add_argument("--stats", default=None, help="per-second statistics, JSONL")
@@ -215,6 +191,14 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+#: Flag types and choices of `StreamConfig` fields beyond their annotation.
+STREAM_TYPES = {
+    **dict.fromkeys(("fps", "vision_window", "text_rounds", "reset_every", "max_new_tokens"), positive_int),
+    **dict.fromkeys(("text_sink", "text_window", "top_k"), non_negative_int),
+}
+STREAM_CHOICES = {"policy": POLICIES, "positions": POSITIONS}
 
 
 def add_live_options(p: argparse.ArgumentParser) -> None:

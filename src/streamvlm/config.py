@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, fields
 
-from .cache.policy import POLICIES
+from .cache.policy import POLICIES, Windows
 from .errors import StreamvlmError
 
 POSITIONS = ("contiguous", "append")
@@ -10,36 +10,32 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 @dataclass
-class StreamConfig:
-    # stream
-    fps: int = 2
-    # cache policy (method §2) and position mode (method §3)
-    policy: str = "streaming"
-    positions: str = "contiguous"
-    vision_window: int = 16  # seconds of vision tokens kept
-    text_rounds: int = 16  # assistant turns kept in place
-    text_sink: int = 512  # head of the text memory, tokens
-    text_window: int = 512  # tail of the text memory, tokens
-    reset_every: int | None = None  # `sliding`: seconds between resets (default: vision_window)
+class StreamConfig(Windows):
+    """Every streaming option. The cache windows (`vision_window`, `text_rounds`, `text_sink`,
+    `text_window`) are inherited from `cache.policy.Windows`, where they are declared."""
+
+    fps: int = 2  # frames sampled per second
+    policy: str = "streaming"  # cache policy (method §2): streaming, full, sliding or recompute
+    positions: str = "contiguous"  # contiguous re-indexing (method §3) or append
+    reset_every: int | None = None  # sliding: reset period, s (default: the vision window)
     # decoding (method §7.4): a checkpoint's generation_config.json overrides these (load_model puts
     # its top_k / top_p / temperature / repetition_penalty under the checkpoint's stream defaults);
     # these are the research code's values for a checkpoint that sets none (transformers' top_k 50)
-    max_new_tokens: int = 20
-    greedy: bool = False
-    temperature: float = 0.9
-    top_k: int = 50  # 0: the whole vocabulary
-    top_p: float = 1.0
-    repetition_penalty: float = 1.05
-    seed: int = 42
+    max_new_tokens: int = 20  # tokens generated at most per second
+    greedy: bool = False  # greedy decoding (reproducible)
+    temperature: float = 0.9  # sampling temperature
+    top_k: int = 50  # sample among the k likeliest tokens, 0 = all
+    top_p: float = 1.0  # nucleus sampling mass
+    repetition_penalty: float = 1.05  # divides the logits of tokens already said
+    seed: int = 42  # sampling seed
     ignore_eos: bool = False  # benchmarks: never stop early, always generate max_new_tokens
-    # GPU fast path (issue 28): K/V buffers at a fixed capacity the policy bounds and the one-token
-    # decode step compiled with torch.compile (CUDA graphs on CUDA); prefill stays eager. Greedy
-    # commentary is the eager path's. Needs a bounded policy (not `full`).
+    #: GPU fast path: K/V buffers at a fixed capacity the policy bounds and the one-token decode step
+    #: compiled with torch.compile (CUDA graphs on CUDA); prefill stays eager; greedy commentary is the
+    #: eager path's; needs a bounded policy (not full)
     compile: bool = False
-    # prompt
-    query: str | None = None
-    previous_text: str = ""
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    query: str | None = None  # the instruction, after the first second's frames (method §7.2)
+    previous_text: str = ""  # context text placed in the text memory at the start
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # the system prompt
 
     def __post_init__(self):
         self.validate()

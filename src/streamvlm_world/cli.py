@@ -16,6 +16,8 @@ import shutil
 import sys
 from dataclasses import fields
 
+from streamvlm.options import add_options
+
 from .config import WorldConfig
 from .recipe import Recipe
 
@@ -65,167 +67,15 @@ def register(subparsers) -> None:
         help="train the shipped world model from scratch (resumable; on 2 CPU cores ~45 min with "
         "bfloat16, ~56 without)",
         description="Runs the whole recipe of streamvlm_world.recipe: tokenizer + architecture, a world "
-        "dataset cut into overlapped windows, a language-model warm-up on commentary, a vision warm-up, SFT, "
-        "and a held-out evaluation; writes the model with its card and metrics to --out-dir. Re-run the "
-        "same command after a kill to continue.",
+        "dataset cut into overlapped windows, a vision warm-up, SFT with a copy head's pointer loss, "
+        "two replay phases and a held-out evaluation; writes the model with its card and metrics to "
+        "--out-dir. Re-run the same command after a kill to continue. The recipe is the `Recipe` "
+        "dataclass; --recipe FILE.yaml and the flags replace its fields.",
     )
     model.add_argument(
-        "--work-dir", default="runs/world-model", help="stage outputs (default runs/world-model)"
+        "--recipe", default=None, help="YAML file of recipe options (the flags below override it)"
     )
-    model.add_argument(
-        "--out-dir", default="src/streamvlm_world/assets/world-model", help="where the model goes"
-    )
-    d = Recipe()  # the shipped recipe's defaults
-    on_off = argparse.BooleanOptionalAction
-    model.add_argument("--nicknames", action=on_off, default=d.nicknames, help="matches with team nicknames")
-    model.add_argument("--videos", type=int, default=d.videos, help=f"training matches (default {d.videos})")
-    model.add_argument(
-        "--skill-spread",
-        type=float,
-        default=d.skill_spread,
-        help="training matches: each game, each team's miss probability is drawn from "
-        f"{WorldConfig.miss_probability:g} +- this, so "
-        "lopsided scores are common (default %(default)s; held-out matches never vary)",
-    )
-    model.add_argument(
-        "--video-seconds", type=int, default=d.video_seconds, help="length of each (default %(default)s)"
-    )
-    model.add_argument(
-        "--sft-steps", type=int, default=d.sft_steps, help=f"SFT optimizer steps (default {d.sft_steps})"
-    )
-    model.add_argument(
-        "--sft-batch", type=int, default=d.sft_batch, help=f"SFT windows per step (default {d.sft_batch})"
-    )
-    model.add_argument("--text-s", type=float, default=d.text_s, help="text warm-up, seconds (0: none)")
-    model.add_argument(
-        "--warmup-s", type=float, default=d.warmup_s, help=f"vision warm-up, seconds ({d.warmup_s:g})"
-    )
-    model.add_argument(
-        "--warmup-decay",
-        action=on_off,
-        default=d.warmup_decay,
-        help="the vision warm-up's learning rate falls linearly to 0 over its time instead of staying "
-        "constant (%(default)s)",
-    )
-    model.add_argument(
-        "--text-only-fraction",
-        type=float,
-        default=d.text_only_fraction,
-        help="share of SFT windows shown without frames, loss on the score numbers only (%(default)s)",
-    )
-    model.add_argument(
-        "--text-matches",
-        type=int,
-        default=d.text_matches,
-        help="commentary-only matches (no video, fresh seeds) whose windows are added to SFT without "
-        "frames (%(default)s)",
-    )
-    model.add_argument(
-        "--score-on-serve",
-        action=on_off,
-        default=d.score_on_serve,
-        help="matches that also announce the score with every serve",
-    )
-    model.add_argument(
-        "--goal-light",
-        action=on_off,
-        default=d.goal_light,
-        help="matches where the conceding goal line glows after a point, until the next serve",
-    )
-    model.add_argument(
-        "--score-change",
-        action=on_off,
-        default=d.score_change,
-        help="matches whose point lines repeat the score before the point, then the new count",
-    )
-    model.add_argument(
-        "--time-shift-max",
-        type=int,
-        default=d.time_shift_max,
-        help="shift half the SFT windows' time labels by up to this many seconds, so the model has seen "
-        f"the time stamps of long streams ({d.time_shift_max}; 0: off)",
-    )
-    model.add_argument(
-        "--memory-number-labels",
-        action=on_off,
-        default=d.memory_number_labels,
-        help="SFT loss also on the score numbers of each window's previous-text block",
-    )
-    model.add_argument(
-        "--pointer-supervision",
-        action=on_off,
-        default=d.pointer_supervision,
-        help="SFT: two heads of a layer are taught to attend to the latest Red / Blue score number",
-    )
-    model.add_argument(
-        "--pointer-layer",
-        type=int,
-        default=d.pointer_layer,
-        help="the layer of those heads (%(default)s)",
-    )
-    model.add_argument(
-        "--pointer-copy-head",
-        action=on_off,
-        default=d.pointer_copy_head,
-        help="with --pointer-supervision: one head instead, taught only before each score number to "
-        "attend to that team's latest number",
-    )
-    model.add_argument(
-        "--pointer-readout-weight",
-        type=float,
-        default=d.pointer_readout_weight,
-        help="with --pointer-supervision: weight of a loss on the number those heads write, read "
-        "through the output head (%(default)s: off)",
-    )
-    model.add_argument(
-        "--pointer-code-weight",
-        type=float,
-        default=d.pointer_code_weight,
-        help="with --pointer-supervision: weight of a loss asking what those heads write to tell every "
-        "copied number apart by its direction (%(default)s: off)",
-    )
-    model.add_argument(
-        "--streaming-mask",
-        action=on_off,
-        default=d.streaming_mask,
-        help="SFT: each round of a window attends only to what the streaming policy keeps then (older "
-        "rounds' words as text memory, their frames gone) instead of to the whole window",
-    )
-    model.add_argument(
-        "--replay-streams",
-        type=int,
-        default=d.replay_streams,
-        help="replay fine-tuning after SFT: whole matches streamed through the model's own cache "
-        "(%(default)s; 0: skipped)",
-    )
-    model.add_argument(
-        "--replay-seconds", type=int, default=d.replay_seconds, help="length of each (%(default)s)"
-    )
-    model.add_argument(
-        "--call-streams",
-        type=int,
-        default=d.call_streams,
-        help="then the calls phase of the replay: matches streamed side by side, every text weight "
-        "learning, every other match without the ball in the goal (%(default)s; 0: skipped)",
-    )
-    model.add_argument(
-        "--call-seconds", type=int, default=d.call_seconds, help="length of each (%(default)s)"
-    )
-    model.add_argument(
-        "--call-runs",
-        type=int,
-        default=d.call_runs,
-        help="calls phase runs, each on its own matches, side by side in worker processes; their "
-        "weights are averaged (%(default)s)",
-    )
-    model.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="seed of the initial weights, the warm-up and SFT's sampling; the matches stay the same "
-        "(%(default)s)",
-    )
-    model.add_argument("--eval-seconds", type=int, default=300, help="held-out evaluation length (300)")
+    add_options(model, Recipe, unset=True)  # one flag per `Recipe` field, its comment as help
     model.add_argument("--debug", action="store_true", help="show tracebacks")
     model.set_defaults(func=cmd_train_model)
 
@@ -363,10 +213,10 @@ def cmd_stats(args) -> int:
 
 
 def cmd_train_model(args) -> int:
-    from .recipe import train_world_model
+    from .recipe import load_recipe, train_world_model
 
-    options = {f.name for f in fields(Recipe)}  # each train-model option is named after its field
-    recipe = Recipe(**{k: v for k, v in vars(args).items() if k in options})
+    given = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
+    recipe = load_recipe(args.recipe, given)
     result = train_world_model(recipe, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result.get("held_out", {}), indent=1))
     return 0

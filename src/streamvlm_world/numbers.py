@@ -14,7 +14,9 @@ import sys
 
 
 def register(sub) -> None:
+    from streamvlm.cache.policy import Windows
     from streamvlm.cli import positive_int
+    from streamvlm.options import add_options
 
     p = sub.add_parser(
         "numbers",
@@ -24,8 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("data", nargs="+", help="chunked annotation JSONL (make-chunks output)")
     p.add_argument("--model", default=None, help="checkpoint dir (default: the shipped model)")
-    p.add_argument("--text-sink", type=int, default=None, help="previous-text head tokens (model's)")
-    p.add_argument("--text-window", type=int, default=None, help="previous-text tail tokens (model's)")
+    add_options(p, Windows, only=("text_sink", "text_window"), unset=True)  # unset: the model's
     p.add_argument("--max-windows", type=positive_int, default=None, help="only the first N windows")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_numbers)

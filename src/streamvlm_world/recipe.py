@@ -1,15 +1,14 @@
 """The shipped model's recipe, end to end, as one resumable command (`streamvlm world train-model`).
 
-1. `init`: the architecture and a tokenizer trained on the world's text (`world.model`);
+1. `init`: the architecture and a tokenizer trained on the world's text (`model`);
 2. `data`: long world matches in the public Inf-Stream-Train format, cut by `make-chunks` into the
    method's overlapped windows (24 s, stride 12 s), the same pipeline as the real data;
-3. `text`: an optional language-model warm-up on commentary (`world.textlm`, off by default);
-4. `vision`: the vision tower learns the events with a throw-away per-second head (`world.warmup`);
-5. `sft`: SFT on the windows with frames (vision frozen, its output stored once: `train.features`;
-   number tokens weighted);
-6. `replay`, `calls`: the two replay fine-tuning phases, streamed through the model's own cache
-   (`world.replay`, `train.replay`);
-7. `ship`: the final checkpoint with its streaming defaults and model card, scored on a held-out match.
+3. `vision`: the vision tower learns the events with a throw-away per-second head (`warmup`);
+4. `sft`: SFT on the windows with frames (vision frozen, its output stored once: `train.features`;
+   number tokens weighted; a copy head's pointer supervision, `pointer.CopyPointer`);
+5. `replay`, `calls`: the two replay fine-tuning phases, streamed through the model's own cache
+   (`replay`, `streamvlm.train.replay`);
+6. `ship`: the final checkpoint with its streaming defaults and model card, scored on a held-out match.
 
 What was measured on the way to this recipe, and the shipped model's scores: docs/world.md.
 
@@ -21,10 +20,11 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
+from streamvlm.cache.policy import Windows
 from streamvlm.errors import StreamvlmError
 
 from .config import MODEL_OPTIONS, WorldConfig
@@ -34,53 +34,48 @@ WORLD_PARAMS = "5.0 M-parameter"
 #: Held-out matches: world seeds far from any training dataset's (`video_seed(1, i)` = 1_000_000 + i).
 EVAL_SEED = 9_000_001
 DEMO_SEED = 9_000_002
-#: Dataset seed of the commentary-only matches (`video_seed(2, i)`: apart from the videos and held-out).
-TEXT_DATASET_SEED = 2
 
 
 @dataclass
-class Recipe:
-    work_dir: str = "runs/world-model"
-    out_dir: str = "src/streamvlm_world/assets/world-model"
-    nicknames: bool = False
+class Recipe(Windows):
+    """The shipped model's recipe. Its cache windows (inherited from `streamvlm.cache.policy.Windows`)
+    cut the SFT windows' previous text and are the streaming defaults shipped with the model; the
+    world's text memory is smaller than the method's."""
+
+    # the shipped preset's memory (the options and their help are Windows')
+    text_sink: int = 32
+    text_window: int = 96
+    work_dir: str = "runs/world-model"  # stage outputs (a re-run continues there)
+    out_dir: str = "src/streamvlm_world/assets/world-model"  # where the model goes
+    nicknames: bool = False  # matches with team nicknames (named in the opening text)
     score_on_serve: bool = True  # the world also announces the score with every serve
     goal_light: bool = True  # the conceding goal line glows after a point, until the next serve
     score_change: bool = True  # point lines say the score before the point, then the new count
     skill_spread: float = 0.15  # training matches only: each team's miss probability varies by game
-    videos: int = 80
-    video_seconds: int = 600
-    dataset_seed: int = 1
-    window_s: float = 24.0
-    stride_s: float = 12.0
-    vision_window: int = 16
-    text_rounds: int = 16
-    text_sink: int = 32
-    text_window: int = 96
-    text_s: float = 0.0  # wall time of the language-model warm-up (0: skipped, see the module notes)
+    videos: int = 80  # training matches
+    video_seconds: int = 600  # the length of each
+    dataset_seed: int = 1  # world dataset seed of the training matches
+    window_s: float = 24.0  # SFT window length, seconds (make-chunks)
+    stride_s: float = 12.0  # SFT window stride, seconds
     warmup_s: float = 150.0  # wall time of the vision warm-up
-    warmup_videos: int = 12
+    warmup_videos: int = 12  # matches the vision warm-up learns from
     warmup_decay: bool = True  # the vision warm-up's lr falls linearly to 0 over its time, not constant
-    sft_steps: int = 2000
-    sft_batch: int = 4
-    sft_lr: float = 1e-3
-    number_loss_weight: float = 10.0
+    sft_steps: int = 2000  # SFT optimizer steps
+    sft_batch: int = 4  # SFT windows per step
+    sft_lr: float = 1e-3  # SFT peak learning rate (cosine)
+    number_loss_weight: float = 10.0  # SFT: weight of the number tokens in the loss
     text_only_fraction: float = 0.3  # SFT windows shown without frames, loss on their numbers only
-    text_matches: int = 0  # commentary-only matches (no video, fresh seeds): extra frame-less SFT windows
-    memory_number_labels: bool = False  # SFT: loss on the numbers of the previous-text block too
-    pointer_supervision: bool = True  # SFT: heads taught where the latest score numbers are (train.pointer)
-    pointer_layer: int = 2  # the layer of those heads
-    pointer_copy_head: bool = True  # one head, supervised only where a score number is about to be said
-    pointer_readout_weight: float = 0.0  # SFT: loss on the number those heads write (train.pointer)
-    pointer_code_weight: float = 0.0  # SFT: those heads' output must tell the numbers apart (train.pointer)
+    pointer_supervision: bool = True  # SFT: a copy head taught where the score number to say is (pointer)
+    pointer_layer: int = 2  # the layer of that head
     streaming_mask: bool = False  # SFT: attention inside a window as the streaming policy leaves it
     time_shift_max: int = 7200  # SFT: half the windows' time labels shifted by up to this (long streams)
-    replay_streams: int = 6  # replay fine-tuning (`world.replay`): whole matches streamed (0: skipped)
+    replay_streams: int = 6  # replay fine-tuning (`replay`): whole matches streamed (0: skipped)
     replay_seconds: int = 1200  # the length of each
-    call_streams: int = 16  # then the `calls` replay phase (`world.replay`), side by side (0: skipped)
+    call_streams: int = 16  # then the `calls` replay phase, side by side (0: skipped)
     call_seconds: int = 600  # the length of each
     call_runs: int = 2  # calls phase runs on other matches, side by side, their weights averaged
-    eval_seconds: int = 300
-    seed: int = 0
+    eval_seconds: int = 300  # held-out evaluation length
+    seed: int = 0  # seed of the initial weights, the warm-up and SFT's sampling (the matches stay)
 
     def world(self, seed: int) -> WorldConfig:
         """The world the model is made for (and scored on)."""
@@ -91,6 +86,25 @@ class Recipe:
         return replace(self.world(seed), skill_spread=self.skill_spread)
 
 
+def load_recipe(path: str | None = None, overrides: dict | None = None) -> Recipe:
+    """The shipped recipe, with the options of a YAML file (`path`), then `overrides`, replacing its own."""
+    import yaml
+
+    data = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise StreamvlmError(f"cannot read recipe {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StreamvlmError(f"{path}: expected a mapping of recipe options")
+    data.update(overrides or {})
+    unknown = sorted(set(data) - {f.name for f in fields(Recipe)})
+    if unknown:
+        raise StreamvlmError(f"unknown recipe option(s): {', '.join(unknown)}")
+    return Recipe(**data)
+
+
 def train_world_model(recipe: Recipe, log=print) -> dict:
     from streamvlm.data.chunks import ChunkStats, make_chunks
     from streamvlm.data.formats import read_annotations, write_annotations
@@ -98,9 +112,9 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
     from streamvlm.train.config import TrainConfig
     from streamvlm.train.trainer import train
 
-    from .dataset import video_seed, write_dataset
+    from .dataset import write_dataset
     from .model import STREAM_DEFAULTS, init_world_checkpoint
-    from .textlm import text_warmup
+    from .pointer import CopyPointer
     from .warmup import load_seconds, vision_warmup
 
     if recipe.call_runs < 1 or (recipe.call_runs > 1 and recipe.call_streams > 100):
@@ -112,12 +126,6 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         raise StreamvlmError(
             f"train-model: --sft-steps and --sft-batch must be >= 1; got {recipe.sft_steps} and "
             f"{recipe.sft_batch}"
-        )
-    needs_pointer = recipe.pointer_copy_head or recipe.pointer_readout_weight or recipe.pointer_code_weight
-    if needs_pointer and not recipe.pointer_supervision:
-        raise StreamvlmError(
-            "train-model: --pointer-copy-head, --pointer-readout-weight and --pointer-code-weight need "
-            "--pointer-supervision"
         )
     work = Path(recipe.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -138,7 +146,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         timings_file.write_text(json.dumps(timings, indent=2) + "\n")
         log(f"[{name}] {timings[name]:.0f} s")
 
-    init, data, text, warm, sft = (work / n for n in ("init", "data", "text", "warm", "sft"))
+    init, data, warm, sft = (work / n for n in ("init", "data", "warm", "sft"))
     world_defaults = {
         **{k: getattr(recipe, k) for k in MODEL_OPTIONS},
         "eval_seed": EVAL_SEED,
@@ -177,17 +185,6 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         log(f"  {cut(data / 'annotations.jsonl', recipe.stride_s)} windows of {recipe.window_s:.0f} s")
 
     stage("data", data / "chunks_seeks.jsonl", make_data)
-    commentary = data / "commentary"
-
-    def make_commentary():
-        world = recipe.training_world(TEXT_DATASET_SEED)
-        write_dataset(commentary, recipe.text_matches, recipe.video_seconds, world, render=False)
-        # no overlap: many matches rather than many windows of few
-        n = cut(commentary / "annotations.jsonl", recipe.window_s)
-        log(f"  {n} commentary-only windows of {recipe.window_s:.0f} s")
-
-    if recipe.text_matches:
-        stage("commentary", commentary / "chunks_seeks.jsonl", make_commentary)
 
     def save_stage(loaded, source: Path, target: Path, report: dict) -> None:
         tmp = target.with_name(target.name + ".tmp")
@@ -199,30 +196,8 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         (tmp / "stage.json").write_text(json.dumps(report, indent=2) + "\n")
         tmp.rename(target)
 
-    def text_stage():
-        loaded = load_model(str(init))
-        if recipe.text_s <= 0:  # skipped: the stage passes the initial weights on
-            results["text_warmup"] = {"skipped": True}
-            save_stage(loaded, init, text, results["text_warmup"])
-            return
-        seeds = [video_seed(recipe.dataset_seed, i) for i in range(recipe.videos)]
-        results["text_warmup"] = text_warmup(
-            loaded.model,
-            loaded.tokenizer,
-            seeds,
-            EVAL_SEED + 100,
-            recipe.text_s,
-            world=recipe.training_world,
-            seed=recipe.seed,
-            log=lambda s: None,
-        )
-        log(f"  {results['text_warmup']}")
-        save_stage(loaded, init, text, results["text_warmup"])
-
-    stage("text", text / "stage.json", text_stage)
-
     def vision_stage():
-        loaded = load_model(str(text))
+        loaded = load_model(str(init))
         pairs = [(v, v.with_suffix(".truth.jsonl")) for v in sorted((data / "videos").glob("*.mp4"))]
         items = load_seconds(pairs[: recipe.warmup_videos], loaded.processor)
         held = load_seconds(pairs[-1:], loaded.processor)
@@ -236,13 +211,12 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
             log=lambda s: None,
         )
         log(f"  {results['vision_warmup']}")
-        save_stage(loaded, text, warm, results["vision_warmup"])
+        save_stage(loaded, init, warm, results["vision_warmup"])
 
     stage("vision", warm / "stage.json", vision_stage)
     config = TrainConfig(
         model=str(warm),
         train_data=[str(data / "chunks.jsonl")],
-        text_data=[str(commentary / "chunks.jsonl")] if recipe.text_matches else [],
         output_dir=str(sft),
         text_sink=recipe.text_sink,
         text_window=recipe.text_window,
@@ -259,12 +233,6 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         text_only_fraction=recipe.text_only_fraction,
         text_only_labels="numbers",
         time_shift_max=recipe.time_shift_max,
-        memory_number_labels=recipe.memory_number_labels,
-        pointer_words=["Red", "Blue"] if recipe.pointer_supervision else [],
-        pointer_layer=recipe.pointer_layer,
-        pointer_copy_head=recipe.pointer_copy_head,
-        pointer_readout_weight=recipe.pointer_readout_weight,
-        pointer_code_weight=recipe.pointer_code_weight,
         streaming_mask=recipe.streaming_mask,
         vision_window=recipe.vision_window,
         text_rounds=recipe.text_rounds,
@@ -273,7 +241,8 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         device="cpu",
         seed=recipe.seed,
     )
-    stage("sft", sft / "final" / "model.safetensors", lambda: train(config))
+    pointer = [CopyPointer(layer=recipe.pointer_layer)] if recipe.pointer_supervision else []
+    stage("sft", sft / "final" / "model.safetensors", lambda: train(config, pointer))
     replay = work / "replay"
     stream_defaults = {
         **STREAM_DEFAULTS,
@@ -322,8 +291,7 @@ def train_world_model(recipe: Recipe, log=print) -> dict:
         defaults["stream"] = stream_defaults
         defaults["world"] = world_defaults
         (tmp / "streamvlm.json").write_text(json.dumps(defaults, indent=2) + "\n")
-        for name, where in (("text_warmup", text), ("vision_warmup", warm)):
-            results[name] = json.loads((where / "stage.json").read_text())
+        results["vision_warmup"] = json.loads((warm / "stage.json").read_text())
         results["sft"] = json.loads((sft / "metrics.json").read_text())
         if (tmp / "replay.json").is_file():
             results["replay"] = json.loads((tmp / "replay.json").read_text())
@@ -438,13 +406,6 @@ def model_card(results: dict) -> str:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
-    text_stage = results["text_warmup"]
-    text_line = (
-        "skipped"
-        if text_stage.get("skipped")
-        else f"{t.get('text', 0) / 60:.1f} min, held-out number-token accuracy "
-        f"{pct(text_stage['held_out_number_accuracy'])}"
-    )
     announced = "after each point" + (" and with each serve" if r.get("score_on_serve") else "")
     if r.get("score_change"):
         announced += (
@@ -469,33 +430,15 @@ def model_card(results: dict) -> str:
         extras.append(
             f"{pct(r['text_only_fraction'])} of the windows shown without frames (loss on numbers only)"
         )
-    if r.get("text_matches"):
-        extras.append(
-            f"plus the windows of {r['text_matches']} commentary-only matches (fresh seeds, no video) "
-            "shown without frames"
-        )
-    if r.get("memory_number_labels"):
-        extras.append("loss also on the numbers of each window's previous-text block")
     if r.get("streaming_mask"):
         extras.append(
             f"attention inside each window as the streaming policy leaves it ({r['text_rounds']} rounds "
             "kept whole, older commentary as text memory), not full attention"
         )
-    if r.get("pointer_supervision") and r.get("pointer_copy_head"):
+    if r.get("pointer_supervision"):
         extras.append(
             f"one head of layer {r.get('pointer_layer', 2)} taught to attend, before each score number, "
             "to that team's latest number"
-        )
-    elif r.get("pointer_supervision"):
-        extras.append(
-            f"two heads of layer {r.get('pointer_layer', 2)} taught to attend to the latest Red / Blue "
-            "score number"
-        )
-    if r.get("pointer_supervision") and r.get("pointer_readout_weight"):
-        extras.append(f"loss x{r['pointer_readout_weight']:g} on the number those heads write")
-    if r.get("pointer_supervision") and r.get("pointer_code_weight"):
-        extras.append(
-            f"loss x{r['pointer_code_weight']:g} asking what those heads write to tell the numbers apart"
         )
     if r.get("time_shift_max"):
         extras.append(f"time labels of half the windows shifted by up to {r['time_shift_max']} s")
@@ -503,7 +446,7 @@ def model_card(results: dict) -> str:
     phases = results.get("replay") or {}
     copy, calls = phases.get("copy"), phases.get("calls")
     replay_line = (
-        f"\n4. replay fine-tuning (`streamvlm world replay`), {t.get('replay', 0) / 60:.1f} min: "
+        f"\n3. replay fine-tuning (`streamvlm world replay`), {t.get('replay', 0) / 60:.1f} min: "
         f"{copy['streams']} fresh matches x {copy['seconds']} s\n   streamed through the model's own "
         "cache with the true commentary as replies; only layer 2's queries and keys learn,\n   with the "
         "copy head told where the number to copy is among the cached rows."
@@ -518,7 +461,7 @@ def model_card(results: dict) -> str:
                 "side by side,\n   their weights averaged"
             )
         replay_line += (
-            f"\n5. replay of the calls (`--phase calls`), {t.get('calls', 0) / 60:.1f} min: {matches},\n"
+            f"\n4. replay of the calls (`--phase calls`), {t.get('calls', 0) / 60:.1f} min: {matches},\n"
             "   every text weight learning at lr 2e-5, every other match drawn without the ball in the "
             "goal\n   (a point is then called from the goal light's onset)."
         )
@@ -557,10 +500,9 @@ Inf-Stream-Train format and cut by `make-chunks` into {r["window_s"]:.0f} s wind
 {r["stride_s"]:.0f} s stride; previous text cut to {r["text_sink"]} + {r["text_window"]} tokens.{picture}
 
 ## Recipe
-1. language-model warm-up on commentary text: {text_line};
-2. vision warm-up (per-second event head{warm_lr}), {t.get("vision", 0) / 60:.1f} min: held-out accuracy
+1. vision warm-up (per-second event head{warm_lr}), {t.get("vision", 0) / 60:.1f} min: held-out accuracy
    {pct(results["vision_warmup"].get("held_out_accuracy"))};
-3. SFT on the windows with frames, {r["sft_steps"]} steps x batch {r["sft_batch"]}, lr {r["sft_lr"]} cosine,
+2. SFT on the windows with frames, {r["sft_steps"]} steps x batch {r["sft_batch"]}, lr {r["sft_lr"]} cosine,
    number tokens weighted x{r["number_loss_weight"]:g}, vision frozen, {t.get("sft", 0) / 60:.1f} min, final
    train loss {results["sft"].get("train_loss", float("nan")):.3f}{extras_line}.{replay_line}
 

@@ -7,7 +7,7 @@ other stream) are streamed through the model's own streaming defaults with the g
 replies. Two phases, run in this order by the recipe:
 
 - `copy`: only the queries and keys of the copy head's layer learn, with the copy head's pointer
-  loss (`train.replay.ReplayConfig` defaults): the score is read exactly from the text memory;
+  loss (`pointer.CopyPointer`): the score is read exactly from the text memory;
 - `calls`: every text weight learns at a low rate, eight matches side by side, and every other match
   hides the ball once it is in the goal (`WorldConfig.goal_ball`). On a point at a whole second the
   goal light is lit in both of that second's frames and in the next second's too, so the point's own
@@ -22,12 +22,13 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from streamvlm.train.replay import ReplayConfig, ReplayLog, ReplayStream, replay_train
 
 from .config import WorldConfig
+from .pointer import CopyPointer
 
 #: World seeds of the replay matches: apart from the datasets (1_000_000 + i, 2_000_000 + i) and the
 #: held-out matches (9_000_001 and on).
@@ -41,10 +42,17 @@ class Phase:
     seconds: int
     seed: int
     hide_goal_ball: bool = False  # every other match (the 2nd, 4th, ...) without the ball in the goal
+    #: the copy head's pointer loss (layer 2, head 0, weight 1); each phase its own instance
+    objectives: tuple = field(default_factory=lambda: (CopyPointer(),))
 
 
 PHASES = {
-    "copy": Phase(ReplayConfig(), streams=6, seconds=1200, seed=REPLAY_SEED),
+    "copy": Phase(
+        ReplayConfig(trainable=("layers.2.self_attn.q_proj", "layers.2.self_attn.k_proj")),
+        streams=6,
+        seconds=1200,
+        seed=REPLAY_SEED,
+    ),
     "calls": Phase(
         ReplayConfig(
             lr=2e-5,
@@ -129,6 +137,7 @@ def replay_world_model(
         config or p.config,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        objectives=p.objectives,
     )
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")

@@ -15,6 +15,9 @@ SUITE_DEFAULTS = {
 
 
 def register(subparsers) -> None:
+    from ..cache.policy import Windows
+    from ..options import add_options
+
     p = subparsers.add_parser(
         "bench",
         help="latency and memory per second of stream for each cache policy (--suite gpu: the GPU benchmark)",
@@ -42,10 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--fps", type=int, default=2)
     p.add_argument("--size", default=None, help="frame size WxH (default 112x112 tiny, 1280x720 7b)")
     p.add_argument("--new-tokens", type=int, default=None, help="tokens generated every second (default 20)")
-    p.add_argument("--vision-window", type=int, default=None, help="seconds (default 16)")
-    p.add_argument("--text-rounds", type=int, default=None, help="(default 16)")
-    p.add_argument("--text-sink", type=int, default=None, help="text memory head, tokens (default 512)")
-    p.add_argument("--text-window", type=int, default=None, help="text memory tail, tokens (default 512)")
+    add_options(p, Windows, unset=True)  # the cache windows, declared in cache.policy.Windows
     p.add_argument("--text-layers", type=int, default=None, help="7b shape: number of text layers kept")
     p.add_argument("--vision-layers", type=int, default=None, help="7b shape: number of vision layers kept")
     p.add_argument("--device", default=None, help="default cpu; gpu suite: cuda (cpu with --dry-run)")
@@ -109,9 +109,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_policies(args, device: str) -> int:
+    from dataclasses import fields
     from pathlib import Path
 
-    from ..cache.policy import POLICIES
+    from ..cache.policy import POLICIES, Windows
     from ..cli import parse_size
     from ..errors import StreamvlmError
     from .report import plot, table
@@ -137,10 +138,7 @@ def cmd_policies(args, device: str) -> int:
         fps=args.fps,
         size=size,
         new_tokens=new_tokens,
-        vision_window=_pick(args.vision_window, 16),
-        text_rounds=_pick(args.text_rounds, 16),
-        text_sink=_pick(args.text_sink, 512),
-        text_window=_pick(args.text_window, 512),
+        **{f.name: _pick(getattr(args, f.name), f.default) for f in fields(Windows)},
         device=device,
         dtype=args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"),
         text_layers=args.text_layers,

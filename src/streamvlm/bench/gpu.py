@@ -46,6 +46,7 @@ import numpy as np
 import psutil
 import torch
 
+from ..cache.policy import Windows
 from ..config import StreamConfig
 from ..engine import StreamingSession
 from ..sources.base import Chunk
@@ -60,7 +61,9 @@ REAL_TIME_MS = 1000.0  # one second of stream per second of wall time
 
 
 @dataclass
-class GpuBenchConfig:
+class GpuBenchConfig(Windows):
+    """The one-shot GPU benchmark; the cache windows are inherited from `cache.policy.Windows`."""
+
     out: str = "out/gpu"  # directory: gpu.json, gpu.md, gpu.png
     device: str = "cuda"
     dtype: str | None = None  # default bfloat16 on cuda, float32 on cpu
@@ -82,10 +85,6 @@ class GpuBenchConfig:
     #: recompute's step is the same every second once the vision window is full: it stops after this
     #: many seconds and the time goes to the other policies (None: it runs as long as they do)
     recompute_seconds: int | None = 30
-    vision_window: int = 16
-    text_rounds: int = 16
-    text_sink: int = 512
-    text_window: int = 512
     prefetch_depth: int = 2
     clip_seconds: int = 2  # the generated clip, looped
     watchdog_grace_s: float | None = None  # after the budget; default min(15, max(5, 5 %)); 0: none
@@ -279,10 +278,7 @@ class GpuBench:
         return StreamConfig(
             fps=fps,
             policy=policy,
-            vision_window=c.vision_window,
-            text_rounds=c.text_rounds,
-            text_sink=c.text_sink,
-            text_window=c.text_window,
+            **vars(c.windows()),
             max_new_tokens=c.new_tokens,
             greedy=True,
             repetition_penalty=1.0,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache.policy import Windows
 from ..config import StreamConfig
 from ..engine import StreamingSession
 from ..sources import synthetic_frames
@@ -36,7 +37,9 @@ RECORDED = (
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Windows):
+    """One efficiency benchmark; the cache windows are inherited from `cache.policy.Windows`."""
+
     shape: str | None = "tiny"  # tiny | 7b (random weights with these shapes); or model=DIR
     model: str | None = None
     minutes: float = 5.0
@@ -44,10 +47,6 @@ class BenchConfig:
     fps: int = 2
     size: tuple[int, int] = (112, 112)  # width, height of the generated frames
     new_tokens: int = 20
-    vision_window: int = 16
-    text_rounds: int = 16
-    text_sink: int = 512
-    text_window: int = 512
     device: str = "cpu"
     dtype: str = "float32"
     text_layers: int | None = None  # 7b shape on a CPU: keep every layer's shape, fewer layers
@@ -78,10 +77,7 @@ def bench_policy(loaded, config: BenchConfig, policy: str, pool, progress=None) 
     stream = StreamConfig(
         fps=config.fps,
         policy=policy,
-        vision_window=config.vision_window,
-        text_rounds=config.text_rounds,
-        text_sink=config.text_sink,
-        text_window=config.text_window,
+        **vars(config.windows()),
         max_new_tokens=config.new_tokens,
         greedy=True,
         repetition_penalty=1.0,

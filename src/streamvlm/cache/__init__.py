@@ -5,7 +5,16 @@ Pure torch: nothing here knows about video files, models, HTTP or the command li
 
 from .kv import StreamingKVCache
 from .layout import Kind, Layout, Span
-from .policy import POLICIES, FullPolicy, Policy, RecomputePolicy, SlidingPolicy, StreamingPolicy, make_policy
+from .policy import (
+    POLICIES,
+    FullPolicy,
+    Policy,
+    RecomputePolicy,
+    SlidingPolicy,
+    StreamingPolicy,
+    Windows,
+    make_policy,
+)
 from .rope import rotate_keys
 
 __all__ = [
@@ -19,6 +28,7 @@ __all__ = [
     "Span",
     "StreamingKVCache",
     "StreamingPolicy",
+    "Windows",
     "make_policy",
     "rotate_keys",
 ]

@@ -13,7 +13,7 @@ A policy edits the layout at the start of each round (before the round's tokens 
 Positions ("contiguous" or "append") are a property of the layout, orthogonal to the policy.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .layout import ROUND_KINDS, SHELL_KINDS, TEXT_KINDS, VISION_KINDS, Layout
 
@@ -35,11 +35,23 @@ class FullPolicy(Policy):
 
 
 @dataclass
-class StreamingPolicy(Policy):
-    vision_window: int = 16
-    text_rounds: int = 16
-    text_sink: int = 512
-    text_window: int = 512
+class Windows:
+    """What the streaming cache keeps (method §2). These options are declared here only: every config
+    that needs them inherits them (`StreamConfig`, `TrainConfig`, `RenderOptions`, the benchmarks'),
+    and their command-line flags are derived from these fields (`streamvlm.options`)."""
+
+    vision_window: int = 16  # seconds (rounds) of vision tokens kept
+    text_rounds: int = 16  # assistant turns kept in place
+    text_sink: int = 512  # head of the text memory, tokens
+    text_window: int = 512  # tail of the text memory, tokens
+
+    def windows(self) -> "Windows":
+        """These options alone (from any config that inherits them)."""
+        return Windows(**{f.name: getattr(self, f.name) for f in fields(Windows)})
+
+
+@dataclass
+class StreamingPolicy(Windows, Policy):
     name = "streaming"
 
     def __post_init__(self):
@@ -95,20 +107,16 @@ class SlidingPolicy(Policy):
 POLICIES = ("streaming", "full", "sliding", "recompute")
 
 
-def make_policy(
-    name: str,
-    vision_window: int = 16,
-    text_rounds: int = 16,
-    text_sink: int = 512,
-    text_window: int = 512,
-    reset_every: int | None = None,
-) -> Policy:
+def make_policy(name: str, windows: Windows | None = None, reset_every: int | None = None) -> Policy:
+    """The policy `name` with `windows` (any config inheriting `Windows`; default: the defaults);
+    `sliding` resets every `reset_every` rounds (default: the vision window)."""
+    w = (windows or Windows()).windows()
     if name == "streaming":
-        return StreamingPolicy(vision_window, text_rounds, text_sink, text_window)
+        return StreamingPolicy(**vars(w))
     if name == "recompute":
-        return RecomputePolicy(vision_window, text_rounds, text_sink, text_window)
+        return RecomputePolicy(**vars(w))
     if name == "full":
         return FullPolicy()
     if name == "sliding":
-        return SlidingPolicy(reset_every or vision_window)
+        return SlidingPolicy(reset_every or w.vision_window)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")

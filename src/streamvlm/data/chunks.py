@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..cache.policy import Windows
 from .formats import DataError, StreamRecord
 
 
@@ -46,8 +47,8 @@ def make_chunks(
     tokenizer,
     window_s: float = 24.0,
     stride_s: float = 12.0,
-    text_sink: int = 512,
-    text_window: int = 512,
+    text_sink: int = Windows.text_sink,
+    text_window: int = Windows.text_window,
     duration_s: float | None = None,
     stats: ChunkStats | None = None,
 ) -> Iterator[StreamRecord]:

@@ -12,6 +12,9 @@ DATA_HELP = """Turn your own long videos into training data in the Inf-Stream-Tr
 
 
 def register(subparsers) -> None:
+    from ..cache.policy import Windows
+    from ..options import add_options
+
     register_data(subparsers)
     p = subparsers.add_parser(
         "make-chunks",
@@ -28,8 +31,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--window", type=float, default=24.0, help="window length, seconds (default 24)")
     p.add_argument("--stride", type=float, default=12.0, help="stride between windows, seconds (default 12)")
-    p.add_argument("--text-sink", type=int, default=512, help="previous text head, tokens (default 512)")
-    p.add_argument("--text-window", type=int, default=512, help="previous text tail, tokens (default 512)")
+    # the previous text is cut as the text memory is: its head and tail (cache.policy.Windows)
+    add_options(p, Windows, only=("text_sink", "text_window"))
     p.add_argument(
         "--skip-bad", action="store_true", help="skip (and count) malformed lines instead of stopping"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..cache.layout import Kind, Layout, Span
-from ..cache.policy import StreamingPolicy
+from ..cache.policy import StreamingPolicy, Windows
 from ..engine.prompt import Renderer, query_turn
 from ..models.load import LoadedModel
 from ..sources import VideoFileSource
@@ -28,14 +28,25 @@ from .formats import DataError, StreamRecord, read_line, read_seeks
 IGNORE = -100
 #: A sample's frames: as pixels, or (with vision features) as the vision tower's output
 VISION_KEYS = ("pixel_values_videos", "video_embeds")
+#: What `render_sample` puts in every sample; any other key is an auxiliary objective's targets.
+SAMPLE_KEYS = {
+    "input_ids",
+    "position_ids",
+    "labels",
+    "loss_weights",
+    "video_grid_thw",
+    "visible",
+    *VISION_KEYS,
+}
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class RenderOptions:
+class RenderOptions(Windows):
+    """How a window is rendered for training; the cache windows (`cache.policy.Windows`) cut its
+    previous text and, with `streaming_mask`, shape its attention."""
+
     fps: int = 2
-    text_sink: int = 512
-    text_window: int = 512
     system_prompt: str | None = None  # None: the renderer's default
     number_loss_weight: float = 1.0  # weight of label tokens that are numbers (e.g. an announced score)
     #: Share of windows rendered without frames (same turns, no vision tokens): a curriculum for skills
@@ -49,24 +60,15 @@ class RenderOptions:
     #: [0, time_shift_max], so a model trained on short videos has seen the time stamps of hours-long
     #: streams. 0: off (the labels are the video's own times).
     time_shift_max: int = 0
-    #: Also put loss on the number tokens of the `previous text` block (earlier commentary as the text
-    #: memory holds it): more examples per window of carrying a number forward, in the very format the
-    #: memory gives the model at inference. The block is still only read at inference, never written.
-    memory_number_labels: bool = False
-    #: Words whose following number a supervised attention head must find (`train.pointer`): each
-    #: sample gets `pointer_targets`, at every position the index of the latest such number.
-    pointer_words: tuple[str, ...] = ()
-    #: One copy head instead of one head per word: its only targets are the positions where a word is
-    #: followed by a number, and there it must find that word's latest number (`pointer_targets`).
-    pointer_copy_head: bool = False
+    #: Auxiliary objectives (`train.auxiliary`): each sample gets `sample[o.key] =
+    #: o.sample_targets(ids, tokenizer)`, (rows, n), for each of them.
+    targets: tuple = ()
     #: Attention inside the window as the streaming engine has it, in place of full attention: each
     #: round sees only what the streaming policy keeps while it is that round's turn (older rounds'
     #: frames and turn shells gone, their commentary as text memory, cut to head + tail), with the K/V
     #: those older words were computed with in their own round, as the engine reuses them. Each sample
     #: gets `visible` ((n, n) bool, `streaming_visibility`).
     streaming_mask: bool = False
-    vision_window: int = 16  # rounds, for `streaming_mask`
-    text_rounds: int = 16  # rounds, for `streaming_mask`
 
 
 def render_layout(
@@ -166,9 +168,6 @@ def render_sample(
     is_number = number_tokens(loaded.tokenizer)[ids]
     if text_only and options.text_only_labels == "numbers":
         mask &= is_number
-    if options.memory_number_labels:
-        memory = torch.cat([torch.full((span.n,), span.kind == Kind.MEMORY) for span in layout.spans])
-        mask |= memory & is_number
     weights = loss_weights(mask, is_number, options.number_loss_weight)
     sample = {
         "input_ids": ids,
@@ -179,13 +178,10 @@ def render_sample(
         "video_grid_thw": torch.stack([g for _, g in vision]) if vision else None,
     }
     if options.streaming_mask:
-        policy = StreamingPolicy(
-            options.vision_window, options.text_rounds, options.text_sink, options.text_window
-        )
+        policy = StreamingPolicy(**vars(options.windows()))
         sample["visible"] = streaming_visibility(layout, policy)
-    if options.pointer_words:
-        words = list(options.pointer_words)
-        sample["pointer_targets"] = pointer_targets(ids, loaded.tokenizer, words, options.pointer_copy_head)
+    for objective in options.targets:
+        sample[objective.key] = objective.sample_targets(ids, loaded.tokenizer)
     return sample
 
 
@@ -209,27 +205,6 @@ def streaming_visibility(layout: Layout, policy: StreamingPolicy) -> torch.Tenso
         kept[torch.cat([s.rows for s in copy.spans])] = True
         visible[round_of == r] &= kept
     return visible
-
-
-def pointer_targets(ids: torch.Tensor, tokenizer, words: list[str], copy: bool = False) -> torch.Tensor:
-    """(len(words), n): at each position, the index of the latest number token said right after
-    `words[i]`, at or before that position; -1 where there is none yet. With `copy`, one row for a
-    copy head: only at the position right before a number said after `words[i]`, word i's latest
-    number before it; -1 elsewhere (the head looks up the number about to be said, whichever word asks
-    for it, and nothing is asked of it anywhere else)."""
-    is_number = number_tokens(tokenizer)
-    text = {i: tokenizer.decode([i]).strip() for i in set(ids.tolist())}
-    latest, columns, previous = [-1] * len(words), [], None
-    asked = [-1] * len(ids)
-    for j, token in enumerate(ids.tolist()):
-        if previous in words and is_number[token]:
-            asked[j - 1] = latest[words.index(previous)]
-            latest[words.index(previous)] = j
-        columns.append(list(latest))
-        previous = text[token] or previous  # a lone space token does not part a word from its number
-    if copy:
-        return torch.tensor([asked], dtype=torch.long)
-    return torch.tensor(columns, dtype=torch.long).reshape(len(ids), len(words)).T
 
 
 #: Per tokenizer, held weakly: keyed by `id()`, a table outlived its tokenizer and was handed to the
@@ -381,11 +356,11 @@ def collate(samples: list[dict], pad_id: int) -> dict:
             n = s["visible"].shape[0]
             mask[i, 0, :n, :n] = s["visible"]
         batch["attention_mask"] = mask
-    if "pointer_targets" in samples[0]:  # padded with -1 (no target)
-        targets = torch.full((len(samples), len(samples[0]["pointer_targets"]), length), -1)
+    for key in samples[0].keys() - SAMPLE_KEYS:  # auxiliary targets (rows, n): padded with -1
+        targets = torch.full((len(samples), len(samples[0][key]), length), -1, dtype=samples[0][key].dtype)
         for i, s in enumerate(samples):
-            targets[i, :, : s["pointer_targets"].shape[1]] = s["pointer_targets"]
-        batch["pointer_targets"] = targets
+            targets[i, :, : s[key].shape[1]] = s[key]
+        batch[key] = targets
     vision = [s for s in samples if s["video_grid_thw"] is not None]
     if vision:  # text-only samples contribute no frames
         for key in VISION_KEYS:

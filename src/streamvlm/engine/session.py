@@ -9,7 +9,6 @@ as a transformers `Cache`) and the policy that edits them. It knows nothing abou
 frames come in as arrays, commentary goes out as `Commentary` objects.
 """
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ import numpy as np
 import psutil
 import torch
 
-from ..cache import Kind, Layout, Span, StreamingKVCache, make_policy
+from ..cache import Kind, Layout, StreamingKVCache, make_policy
 from ..cache.static import StaticKVCache, rounds_kept, static_capacity
 from ..config import StreamConfig
 from ..errors import StreamvlmError
@@ -57,19 +56,6 @@ class Commentary:
         return {"start": self.start, "end": self.end, "text": self.text}
 
 
-@dataclass
-class Forced:
-    """One teacher-forced round (`StreamingSession.force`): the spans fed and their tokens' logits.
-    The spans are the layout's own: read them before the next round edits the layout."""
-
-    spans: list[Span]  # the round's new spans (user turn, reply and its close; round 0: the prefix too)
-    logits: torch.Tensor  # (n, vocab) over their n tokens: logits[i] predicts token i + 1
-
-    @property
-    def ids(self) -> torch.Tensor:
-        return torch.cat([s.ids for s in self.spans])
-
-
 class StreamingSession:
     def __init__(self, loaded: LoadedModel, config: StreamConfig | None = None):
         self.loaded = loaded
@@ -78,14 +64,7 @@ class StreamingSession:
         self.model, self.processor, self.family = loaded.model, loaded.processor, loaded.family
         self.device = next(self.model.parameters()).device
         self.renderer = Renderer(loaded.tokenizer, config.system_prompt, query_turn(loaded))
-        self.policy = make_policy(
-            config.policy,
-            vision_window=config.vision_window,
-            text_rounds=config.text_rounds,
-            text_sink=config.text_sink,
-            text_window=config.text_window,
-            reset_every=config.reset_every,
-        )
+        self.policy = make_policy(config.policy, config, config.reset_every)
         self.layout = Layout(contiguous=config.positions == "contiguous")
         self.cache = StreamingKVCache(self.family.inv_freq(self.model))
         self.decoder: CompiledDecode | None = None  # config.compile: the fixed-shape one-token step
@@ -179,36 +158,28 @@ class StreamingSession:
         )
         return Commentary(start, end, text, stats)
 
-    def force(
-        self,
-        frames: np.ndarray,
-        reply: str,
-        start: float | None = None,
-        end: float | None = None,
-        context: Callable | None = None,
-    ) -> Forced:
-        """Teacher forcing with gradients, for training on the engine's own view of a stream.
-
-        Like `step(frames, reply=...)`, but the reply is fed in its own round (not with the next
-        second's prefill) in one forward pass that autograd can follow, and every new token's logits
-        come back. Old rows come from the cache as they are: call `cache.detach()` once the loss of
-        the round is back-propagated, so the next round's graph ends at the cache. `context(ids,
-        cached)`, given every retained token id in cache-row order and how many of them are cached
-        already, returns a context manager the forward pass runs in (e.g. a training-only loss hook).
-        """
+    # -- the round API: what `step` does, for callers that drive a round themselves ---------
+    def begin_round(
+        self, frames: np.ndarray, start: float | None = None, end: float | None = None
+    ) -> tuple[int, float, float]:
+        """Start the next round: evict what the policy no longer keeps, then add the second's user turn
+        and assistant header (its frames ready for the next `feed`). Returns (round, start, end). Add
+        the reply to `layout` (e.g. `renderer.reply(round, text)`), `feed`, then `end_round()`.
+        Teacher forcing for training is built on this (`streamvlm.train.forcing`)."""
         index = self.round
         start = float(index) if start is None else float(start)
         end = start + 1.0 if end is None else float(end)
-        if self.round and self.layout.fed_rows != len(self.layout):  # (the prefix goes with round 0)
-            raise RuntimeError("force() needs every earlier token in the cache: do not mix it with step()")
         self._evict(index)
         self._add_round(frames, index, start, end)
-        self.layout.extend(self.renderer.reply(index, reply))
-        spans = self.layout.unfed_spans()
-        with context(self.layout.token_ids(), self.layout.fed_rows) if context else contextlib.nullcontext():
-            logits = self._feed(all_logits=True)
+        return index, start, end
+
+    def feed(self, all_logits: bool = False) -> torch.Tensor:
+        """Run the model over every layout token not yet in the cache: the last position's logits, or
+        with `all_logits` every new position's, (n, vocab)."""
+        return self._feed(all_logits)
+
+    def end_round(self) -> None:
         self.round += 1
-        return Forced(spans, logits)
 
     @torch.inference_mode()
     def ask_choice(self, question: str, choices: Sequence[str]) -> torch.Tensor:

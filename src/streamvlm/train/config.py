@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from ..cache.policy import StreamingPolicy
+from ..cache.policy import StreamingPolicy, Windows
 from ..errors import StreamvlmError
 
 
@@ -23,7 +23,11 @@ DATA_KEYS = ("train_data", "eval_data", "text_data")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Windows):
+    """A training run. The cache windows are inherited from `cache.policy.Windows`: `text_sink` and
+    `text_window` cut each window's previous text (as the text memory does), and with
+    `streaming_mask` all four shape attention inside a window."""
+
     model: str = ""  # checkpoint dir or hub id to start from
     train_data: list[str] = field(default_factory=list)  # chunked annotation files (make-chunks)
     eval_data: list[str] = field(default_factory=list)
@@ -33,34 +37,16 @@ class TrainConfig:
     output_dir: str = "runs/train"
     # how samples are rendered (must match inference)
     fps: int = 2
-    text_sink: int = 512
-    text_window: int = 512
     min_pixels: int | None = None
     max_pixels: int | None = None
     number_loss_weight: float = 1.0  # weight of number tokens in the loss (announced scores)
     text_only_fraction: float = 0.0  # share of windows rendered without frames (text-skill curriculum)
     text_only_labels: str = "all"  # loss in those windows: "all" reply tokens or only "numbers"
-    memory_number_labels: bool = False  # loss on the numbers of the previous-text block too
     time_shift_max: int = 0  # shift half the windows' time labels by up to this many seconds (long streams)
     #: Attention inside a window as the streaming policy leaves it (`data.sample.streaming_visibility`):
     #: rounds older than these windows lose their frames and turn shells, their words stay as text
     #: memory (head `text_sink` + tail `text_window`). False: full attention (the paper's recipe).
     streaming_mask: bool = False
-    vision_window: int = 16
-    text_rounds: int = 16
-    #: Pointer supervision (`train.pointer`): one head of `pointer_layer` per word learns to attend to
-    #: the latest number said after that word (e.g. [Red, Blue] for a running score); [] = off.
-    pointer_words: list[str] = field(default_factory=list)
-    pointer_layer: int = 2
-    pointer_weight: float = 1.0
-    #: one head for all pointer words, supervised only where a word's number is about to be said
-    pointer_copy_head: bool = False
-    #: weight of reading the copied number off what the supervised heads write (their direct effect
-    #: on the logits, `train.pointer.readout_loss`); 0 = off
-    pointer_readout_weight: float = 0.0
-    #: weight of telling the copied numbers apart by the direction of what those heads write (a
-    #: supervised contrastive loss, `train.pointer.code_loss`); 0 = off
-    pointer_code_weight: float = 0.0
     skip_bad: bool = False  # skip and count bad samples instead of stopping
     # optimisation (research recipe: lr 1e-5 cosine, 3 % warm-up, 1 epoch, frozen vision tower)
     learning_rate: float = 1e-5
@@ -115,24 +101,11 @@ class TrainConfig:
             raise StreamvlmError(f"train: time_shift_max must be >= 0, got {self.time_shift_max}")
         if self.streaming_mask:  # the policy's own checks, before any data is read
             try:
-                StreamingPolicy(self.vision_window, self.text_rounds, self.text_sink, self.text_window)
+                StreamingPolicy(**vars(self.windows()))
             except ValueError as exc:
                 raise StreamvlmError(f"train: {exc}") from exc
         if self.vision_cache and not self.freeze_vision:
             raise StreamvlmError("train: vision_cache needs freeze_vision (a learning tower changes)")
-        if self.pointer_words and self.gradient_checkpointing:
-            raise StreamvlmError("train: pointer supervision needs gradient_checkpointing off")
-        if self.pointer_words and self.pointer_weight <= 0:
-            raise StreamvlmError(f"train: pointer_weight must be > 0, got {self.pointer_weight}")
-        for key in ("pointer_readout_weight", "pointer_code_weight"):
-            if getattr(self, key) < 0:
-                raise StreamvlmError(f"train: {key} must be >= 0, got {getattr(self, key)}")
-        if (
-            self.pointer_readout_weight or self.pointer_code_weight or self.pointer_copy_head
-        ) and not self.pointer_words:
-            raise StreamvlmError(
-                "train: pointer_readout_weight, pointer_code_weight and pointer_copy_head need pointer_words"
-            )
         if self.text_only_labels not in ("all", "numbers"):
             raise StreamvlmError(
                 f"train: text_only_labels must be 'all' or 'numbers', not {self.text_only_labels!r}"

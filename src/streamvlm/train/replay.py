@@ -3,29 +3,27 @@
 SFT (method §5) trains on 24 s windows with full attention, the commentary before a window encoded
 afresh as its `previous text` block. Streaming, the model sees something else: older commentary is
 text memory whose K/V were computed when those words were replies in their own rounds (reused,
-never recomputed), frames only for the last `vision_window` seconds, and positions re-indexed. What
-SFT never showed it, it may not read well: on the world, the copy head spread its attention over
-several earlier scores in the memory when the one to copy had left the recent rounds (and read the
-same memory sharply when it was re-encoded), which is where the streamed score slipped.
+never recomputed), frames only for the last `vision_window` seconds, and positions re-indexed.
+Replay trains on exactly that view.
 
-Replay streams annotated videos from their first second through a `StreamingSession` with teacher
-forcing (`StreamingSession.force`: each round's ground-truth reply fed in its own round). After each
-round its loss goes back into the weights: cross-entropy on the reply (numbers weighted), and
-optionally the pointer loss of a copy head (`pointer`), told where the number it is about to copy
-sits among the cache's rows. Then the cache is detached, so earlier rounds are plain data (back-
-propagation through one round). The optimizer steps every `accumulate` rounds; `trainable` names the
-parameters that learn (substrings of their names), everything else stays as it was. With
-`interleave` > 1 that many streams run side by side, a round of each in turn, so that a step mixes
-matches instead of following one match's neighbouring seconds (which matters once many weights learn).
+Annotated videos are streamed from their first second through a `StreamingSession` with teacher
+forcing (`train.forcing.force`: each round's ground-truth reply fed in its own round). After each
+round its loss goes back into the weights: cross-entropy on the reply (numbers weighted), plus the
+losses of any auxiliary objectives (`train.auxiliary`), which see the round's new tokens among the
+cache's rows. Then the cache is detached, so earlier rounds are plain data (back-propagation through
+one round). The optimizer steps every `accumulate` rounds; `trainable` names the parameters that
+learn (substrings of their names), everything else stays as it was. With `interleave` > 1 that many
+streams run side by side, a round of each in turn, so that a step mixes streams instead of
+following one stream's neighbouring seconds.
 
 A checkpoint after every stream, or group of interleaved streams (weights of the trainable
 parameters, optimizer, streams done), lets a killed run continue where it stopped; a group that ends
 between two steps takes a last, shorter one first, so nothing is carried over a checkpoint.
 """
 
-import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -35,10 +33,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..config import StreamConfig
-from ..data.sample import label_mask, loss_weights, number_tokens, pointer_targets
+from ..data.sample import label_mask, loss_weights, number_tokens
 from ..engine import StreamingSession
 from ..errors import StreamvlmError
-from . import pointer
+from . import auxiliary, forcing
 
 
 @dataclass
@@ -50,25 +48,12 @@ class ReplayConfig:
     interleave: int = 1
     max_grad_norm: float = 1.0
     number_loss_weight: float = 10.0
-    #: Substrings of the names of the parameters that learn (the vision tower never does).
-    trainable: tuple[str, ...] = ("layers.2.self_attn.q_proj", "layers.2.self_attn.k_proj")
-    #: The copy head's pointer loss: its weight (0: off), layer, head, and the words before numbers.
-    pointer_weight: float = 1.0
-    pointer_layer: int = 2
-    pointer_head: int = 0
-    pointer_words: tuple[str, ...] = ("Red", "Blue")
+    #: Substrings of the names of the parameters that learn (the vision tower never does): required.
+    trainable: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        if (
-            self.lr <= 0
-            or self.accumulate < 1
-            or self.interleave < 1
-            or self.number_loss_weight <= 0
-            or self.pointer_weight < 0
-        ):
-            raise StreamvlmError(
-                "replay: lr, accumulate, interleave and number_loss_weight must be > 0, pointer_weight >= 0"
-            )
+        if self.lr <= 0 or self.accumulate < 1 or self.interleave < 1 or self.number_loss_weight <= 0:
+            raise StreamvlmError("replay: lr, accumulate, interleave and number_loss_weight must be > 0")
         if not self.trainable:
             raise StreamvlmError("replay: name at least one trainable parameter")
 
@@ -88,7 +73,7 @@ class ReplayLog:
     rounds: int = 0
     steps: int = 0
     streams_done: int = 0
-    losses: list[dict] = field(default_factory=list)  # per stream: mean reply loss and pointer loss
+    losses: list[dict] = field(default_factory=list)  # per stream: mean reply loss, each objective's
 
 
 def trainable_parameters(model, names: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
@@ -111,9 +96,11 @@ def replay_train(
     config: ReplayConfig,
     checkpoint_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    objectives: Sequence = (),
 ) -> ReplayLog:
     """Fine-tune `loaded.model` in place on `streams` (see the module notes); returns what it did.
-    `progress(n)` is told every round; with `checkpoint_dir` a killed run resumes there."""
+    `progress(n)` is told every round; with `checkpoint_dir` a killed run resumes there. Each of
+    `objectives` (`train.auxiliary`) gets each round's targets for its new tokens and adds its loss."""
     config.validate()
     model, tokenizer = loaded.model, loaded.tokenizer
     params = trainable_parameters(model, config.trainable)
@@ -122,29 +109,27 @@ def replay_train(
     if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
         log = _resume(checkpoint_dir, params, optimizer)
     is_number = number_tokens(tokenizer)
-    use_pointer = config.pointer_weight > 0
-    pointed: list[bool] = []  # whether the current round's forward pass recorded a pointer loss
-    supervision = None
-    if use_pointer:
-        supervision = _copy_supervision(
-            tokenizer, config.pointer_words, config.pointer_layer, config.pointer_head, pointed
-        )
+    for objective in objectives:
+        objective.check(model)
     was_training = model.training
     model.eval()  # no dropout: the rounds are computed as inference computes them
-    if use_pointer:
-        pointer.enable(model)
+    for objective in objectives:
+        objective.enable(model)
+
+    def watch(ids: torch.Tensor, cached: int):
+        """The `force` context: each objective watches the round's new tokens."""
+        targets = {o.key: o.sample_targets(ids, tokenizer)[None, :, cached:] for o in objectives}
+        return auxiliary.watched(objectives, targets)
 
     def train_round(session, second, sums) -> None:
         frames, start, end, text = second
-        pointed.clear()
-        forced = session.force(frames, text, start, end, context=supervision)
+        forced = forcing.force(session, frames, text, start, end, context=watch if objectives else None)
         loss = _reply_loss(forced, session.renderer, is_number, config.number_loss_weight)
         total = loss
-        copy_loss = pointer.loss() if pointed and pointed[0] else None
-        if copy_loss is not None:
-            total = total + config.pointer_weight * copy_loss
-            sums["pointer"] += float(copy_loss.detach())
-            sums["pointed"] += 1
+        for objective, extra in auxiliary.recorded_losses(objectives):
+            total = total + objective.weight * extra
+            sums[objective.name] += float(extra.detach())
+            sums[objective.name + "_rounds"] += 1
         (total / config.accumulate).backward()
         session.cache.detach()
         sums["loss"] += float(loss.detach())
@@ -173,7 +158,7 @@ def replay_train(
                 for s in group
             ]
             seconds = [iter(s.seconds) for s in group]
-            sums = [{"loss": 0.0, "pointer": 0.0, "rounds": 0, "pointed": 0} for _ in group]
+            sums = [Counter(loss=0.0, rounds=0) for _ in group]
             active = list(range(len(group)))
             while active:  # one round of each stream in turn, until every stream has ended
                 for i in list(active):
@@ -192,15 +177,20 @@ def replay_train(
                     "stream": stream.name,
                     "rounds": done["rounds"],
                     "loss": done["loss"] / max(done["rounds"], 1),
-                    "pointer_loss": done["pointer"] / done["pointed"] if done["pointed"] else None,
+                    **{
+                        f"{o.name}_loss": done[o.name] / done[o.name + "_rounds"]
+                        if done[o.name + "_rounds"]
+                        else None
+                        for o in objectives
+                    },
                 }
                 for stream, done in zip(group, sums, strict=True)
             ]
             if checkpoint_dir is not None:
                 _save(checkpoint_dir, params, optimizer, log)
     finally:
-        if use_pointer:
-            pointer.disable(model)
+        for objective in objectives:
+            objective.disable(model)
         for p in model.parameters():
             p.requires_grad_(False)
         model.train(was_training)
@@ -215,21 +205,6 @@ def _reply_loss(forced, renderer, is_number: torch.Tensor, number_weight: float)
     ce = F.cross_entropy(forced.logits[:-1][selected].float(), target[selected], reduction="none")
     weights = loss_weights(selected, is_number[target], number_weight)[selected]
     return (ce * weights).sum() / weights.sum()
-
-
-def _copy_supervision(tokenizer, words, layer: int, head: int, pointed: list):
-    """The `force` context that records the copy head's pointer loss: at the token before each number
-    said after one of `words`, the cache row of that word's latest number (none: no loss)."""
-
-    def context(ids: torch.Tensor, cached: int):
-        asked = pointer_targets(ids, tokenizer, list(words), copy=True)[0, cached:]
-        if not bool((asked >= 0).any()):
-            pointed.append(False)
-            return contextlib.nullcontext()
-        pointed.append(True)
-        return pointer.supervise(asked[None, None], layer, (head,))
-
-    return context
 
 
 def _save(directory: Path, params, optimizer, log: ReplayLog) -> None:

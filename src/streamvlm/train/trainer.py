@@ -13,6 +13,7 @@ output once per second of video (`train.features`) and the steps read it instead
 import json
 import logging
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..data.sample import IGNORE, RenderOptions, StreamDataset, collate
 from ..errors import StreamvlmError
 from ..models.load import load_model
-from . import features, pointer
+from . import auxiliary, features
 from .compat import load_full_checkpoint_weights
 from .config import TrainConfig
 from .precision import cpu_bf16_is_fast
@@ -34,52 +35,30 @@ log = logging.getLogger(__name__)
 
 
 class StreamTrainer(Trainer):
-    #: (layer, heads, weight) of pointer supervision, or None
-    pointer: tuple[int, tuple[int, ...], float] | None = None
-    #: weight of the copied numbers' readout (`pointer.readout_loss`); 0: off
-    readout: float = 0.0
-    #: weight of the copied numbers' code (`pointer.code_loss`); 0: off
-    code: float = 0.0
-    #: whether the supervised head is one copy head (which numbers count as copied: `copy_positions`)
-    copy_head: bool = False
+    #: extra objectives (`train.auxiliary`), each weighted into the loss while training
+    auxiliary: tuple = ()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         if right_padded(inputs.get("attention_mask")):  # causal attention never reaches the padding:
             inputs.pop("attention_mask")  # without a mask SDPA takes its faster causal kernel
         weights = inputs.pop("loss_weights")
-        pointer_targets = inputs.pop("pointer_targets", None)
+        targets = {a.key: inputs.pop(a.key, None) for a in self.auxiliary}
+        objectives = self.auxiliary if model.training else ()
         if "video_embeds" in inputs:  # stored vision features (`train.features`): the tower's output
             pooled = (inputs.pop("video_embeds"),)
             inputs["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=pooled)}
-        targets = labels[:, 1:]
+        following = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = targets != IGNORE  # predict token p+1 from position p
-        extra = []  # weighted auxiliary losses
-        if self.pointer is not None and pointer_targets is not None and model.training:
-            layer, heads, pointer_weight = self.pointer
-            write = bool(self.readout or self.code)
-            with pointer.supervise(pointer_targets, layer, heads, write=write):
-                outputs = model(
-                    **inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=bool(self.readout)
-                )
-            if pointer.loss() is not None:
-                extra.append(pointer_weight * pointer.loss())
-            if write:
-                mask = pointer.copy_positions(inputs["input_ids"], labels, pointer_targets, self.copy_head)
-            if self.readout:
-                hidden = outputs.hidden_states[layer + 1]
-                readout = pointer.readout_loss(model, pointer.written(), hidden, targets, mask)
-                if readout is not None:
-                    extra.append(self.readout * readout)
-            if self.code and (code := pointer.code_loss(pointer.written(), targets, mask)) is not None:
-                extra.append(self.code * code)
-        else:
+        keep[:, :-1] = following != IGNORE  # predict token p+1 from position p
+        with auxiliary.watched(objectives, targets):
             outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
-        selected = targets != IGNORE
-        ce = F.cross_entropy(outputs.logits.float(), targets[selected], reduction="none")
+        selected = following != IGNORE
+        ce = F.cross_entropy(outputs.logits.float(), following[selected], reduction="none")
         w = weights[:, 1:][selected].to(ce.dtype)
-        loss = (ce * w).sum() / w.sum().clamp_min(1e-8) + sum(extra)
+        loss = (ce * w).sum() / w.sum().clamp_min(1e-8)
+        for objective, extra in auxiliary.recorded_losses(objectives):
+            loss = loss + objective.weight * extra
         return (loss, outputs) if return_outputs else loss
 
 
@@ -172,26 +151,25 @@ def use_bf16(config: TrainConfig) -> bool:
     return cpu_bf16_is_fast()  # CPU bfloat16 autocast: faster with bf16 instructions, far slower without
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, objectives: Sequence = ()) -> dict:
+    """Fine-tune `config.model` on `config.train_data`; `objectives` (`train.auxiliary`) add their own
+    targets to each sample and their losses to each step."""
     config.validate()
+    if objectives and config.gradient_checkpointing:  # a recomputed forward pass would record twice
+        raise StreamvlmError("train: auxiliary objectives need gradient_checkpointing off")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
     loaded, model = prepare_model(config)
     options = RenderOptions(
+        **vars(config.windows()),
         fps=config.fps,
-        text_sink=config.text_sink,
-        text_window=config.text_window,
         number_loss_weight=config.number_loss_weight,
         text_only_fraction=config.text_only_fraction,
         text_only_labels=config.text_only_labels,
         time_shift_max=config.time_shift_max,
-        memory_number_labels=config.memory_number_labels,
-        pointer_words=tuple(config.pointer_words),
-        pointer_copy_head=config.pointer_copy_head,
+        targets=tuple(objectives),
         streaming_mask=config.streaming_mask,
-        vision_window=config.vision_window,
-        text_rounds=config.text_rounds,
     )
     train_set = StreamDataset(
         config.train_data,
@@ -255,18 +233,10 @@ def train(config: TrainConfig) -> dict:
         data_collator=partial(collate, pad_id=loaded.tokenizer.pad_token_id or 0),
         callbacks=callbacks,
     )
-    if config.pointer_words:
-        text = loaded.model.config.text_config
-        if not 0 <= config.pointer_layer < text.num_hidden_layers:
-            raise StreamvlmError(
-                f"train: pointer_layer {config.pointer_layer} outside 0..{text.num_hidden_layers - 1}"
-            )
-        count = 1 if config.pointer_copy_head else len(config.pointer_words)
-        heads = pointer.supervised_heads(text.num_attention_heads, count)
-        trainer.pointer = (config.pointer_layer, heads, config.pointer_weight)
-        trainer.readout, trainer.code = config.pointer_readout_weight, config.pointer_code_weight
-        trainer.copy_head = config.pointer_copy_head
-        pointer.enable(model)
+    for objective in objectives:
+        objective.check(model)
+        objective.enable(model)
+    trainer.auxiliary = tuple(objectives)
     resume = resolve_resume(config.resume, out)
     if resume:
         log.warning("resuming from %s", resume)
@@ -276,8 +246,8 @@ def train(config: TrainConfig) -> dict:
     metrics = dict(result.metrics)
     if eval_set is not None:
         metrics.update(trainer.evaluate())
-    if config.pointer_words:
-        pointer.disable(model)  # the saved model attends as any other
+    for objective in objectives:
+        objective.disable(model)  # the saved model computes as any other
     if trainer.is_world_process_zero():
         save_final(trainer, loaded, out / "final", config)
         plot_losses(trainer.state.log_history, out / "loss.png")
