@@ -98,7 +98,7 @@ def test_static_cache_regrows_when_outgrown():
 
 def test_device_pick_chooses_what_the_host_sampler_chooses():
     """Greedy `pick` (fixed shapes, no host sync) equals `__call__`, penalty, bans and stops included;
-    sampled `pick` stays inside top-k."""
+    sampled with top-k alone it draws what `__call__` draws; with top-p it stays inside top-k."""
     torch.manual_seed(0)
     vocab = 300
     banned = torch.zeros(vocab, dtype=torch.bool)
@@ -116,10 +116,21 @@ def test_device_pick_chooses_what_the_host_sampler_chooses():
             picked = sampler.pick(logits, seen_dev)
             assert int(picked) == token and torch.equal(seen_dev, seen_host)
             assert token != 43 and (token == 7) == greedy_stop
+    # top-k alone: the same survivors in the same order, so the same draws from the same seed
+    host, device = (Sampler(banned, temperature=0.7, top_k=20, repetition_penalty=1.2, seed=5) for _ in "ab")
+    draws = [torch.randn(vocab) for _ in range(100)]
+    seen_host, seen_dev = seen.clone(), seen.clone()
+    picked = [int(device.pick(x, seen_dev)) for x in draws]
+    chosen = []
+    for x in draws:
+        chosen.append(host(x, seen_host))
+        seen_host[chosen[-1]] = True
+    assert picked == chosen and torch.equal(seen_dev, seen_host)
     sampler = Sampler(banned, temperature=0.7, top_k=5, top_p=0.9)
     logits = torch.randn(vocab)
     allowed = set(torch.topk(logits.masked_fill(banned, float("-inf")), 5).indices.tolist())
-    assert {int(sampler.pick(logits)) for _ in range(200)} <= allowed
+    picked = {int(sampler.pick(logits)) for _ in range(300)}
+    assert picked <= allowed and len(picked) > 1
 
 
 def test_decode_attention_keeps_grouped_heads_inside_compile():

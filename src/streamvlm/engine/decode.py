@@ -93,8 +93,10 @@ class Sampler:
         id (`int(...)`, the stop check) is the caller's one host sync per token.
 
         Greedy picks exactly what `__call__` picks (the same scores, bit for bit). Sampling draws
-        from the same distribution, over the whole vocabulary (-inf outside top-k / top-p) instead of
-        over the survivors, so its random stream is not `__call__`'s."""
+        from the same distribution; with top-k alone (top-p 1) from the same survivors in the same
+        order, so with the same seed it picks what `__call__` picks. With top-p < 1 the tokens past
+        the mass keep their places with probability 0 (a fixed shape) instead of being cut, so the
+        random stream is no longer `__call__`'s."""
         banned, generator = self._on(logits.device)
         scores = logits.detach().float()
         if self.repetition_penalty != 1.0 and seen is not None:
@@ -105,19 +107,22 @@ class Sampler:
             token = scores.argmax()
         else:
             scores = scores / self.temperature
+            ids = None
             if 0 < self.top_k < scores.numel():
-                kth = torch.topk(scores, self.top_k).values[-1]
-                scores = scores.masked_fill(scores < kth, float("-inf"))  # ties with the k-th stay
+                # exactly k survivors, in id order as `candidates` lists them (its ties with the k-th
+                # beyond k are not kept: the one difference, and only on exact ties)
+                ids = torch.topk(scores, self.top_k).indices.sort().values
+                scores = scores[ids]
             probs = torch.softmax(scores, dim=-1)
-            order = None
             if self.top_p < 1.0:
                 probs, order = torch.sort(probs, descending=True)
-                keep = torch.cumsum(probs, 0) - probs < self.top_p
-                keep[0] = True
-                probs = torch.where(keep, probs, 0.0)
+                ids = order if ids is None else ids[order]
+                keep = torch.cumsum(probs, 0) - probs < self.top_p  # the mass before each token
+                keep[0] = True  # the likeliest token always stays
+                probs = torch.where(keep, probs, 0.0)  # (not renormalised: multinomial needs no sum 1)
             token = torch.multinomial(probs, 1, generator=generator)[0]
-            if order is not None:
-                token = order[token]
+            if ids is not None:
+                token = ids[token]
         if self.stops and self.end is not None:
             stops = self._stop_ids(logits.device)
             token = torch.where(torch.isin(token, stops), torch.full_like(token, self.end), token)
