@@ -152,7 +152,13 @@ def add_stream_options(p: argparse.ArgumentParser, outputs: bool = True) -> None
     add("--seconds", type=positive_int, default=None, help="seconds to stream (default: to the end)")
     # every StreamConfig field but the benchmarks' own, with its comment as help (streamvlm.options)
     add_options(
-        p, StreamConfig, exclude=("ignore_eos",), unset=True, types_=STREAM_TYPES, choices=STREAM_CHOICES
+        p,
+        StreamConfig,
+        exclude=("ignore_eos",),
+        unset=True,
+        types_=STREAM_TYPES,
+        choices=STREAM_CHOICES,
+        first="the model's",  # its streamvlm.json / generation_config.json
     )
     if outputs:
         p.add_argument("--out", default=None, help="commentary file: .jsonl, .vtt or .srt")

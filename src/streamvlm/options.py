@@ -67,9 +67,11 @@ def add_options(
     unset: bool = False,
     types_: dict | None = None,
     choices: dict | None = None,
+    first: str | None = None,
 ) -> list[str]:
     """Add a flag per field of `cls` (those in `only`, in its order, minus `exclude`); returns the
-    field names added. `types_` / `choices` override a field's argparse type / choices."""
+    field names added. `types_` / `choices` override a field's argparse type / choices; `first`
+    names where an unset flag's value comes from before the field's default (e.g. "the model's")."""
     helps = field_comments(cls)
     names = []
     by_name = {f.name: f for f in fields(cls)}
@@ -81,6 +83,8 @@ def add_options(
         default = f.default if f.default is not MISSING else None
         help_text = helps.get(name, "")
         shown = "" if default in (None, "") else f"default {default}"
+        if first:
+            shown = f"default: {first}" + (f", else {default}" if shown else "")
         help_text = f"{help_text} ({shown})" if help_text and shown else help_text or shown
         kwargs = {"default": None if unset else default, "help": help_text.replace("%", "%%")}
         if kind is bool:

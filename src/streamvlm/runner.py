@@ -13,6 +13,7 @@ from .engine.writers import CommentaryWriter, JsonlWriter, timestamp
 from .errors import StreamvlmError
 from .models.default import default_model_dir, is_random_default
 from .models.load import LoadedModel, load_model
+from .sources.prefetch import Prefetch
 
 
 def load_for_run(
@@ -64,10 +65,13 @@ def stream_to_files(
     stats_writer = JsonlWriter(stats) if stats else None
     status = not quiet and sys.stderr.isatty()
     meter = LiveMeter(getattr(source, "stats", None))
+    # a file or folder is decoded a few seconds ahead in a worker thread while the engine steps; a
+    # live source has its own reader thread and drop policy, which a queue would defeat
+    chunks = Prefetch(source, depth=2) if getattr(source, "stats", None) is None else source
     lines = []
     try:
         session = StreamingSession(loaded, config)
-        for chunk in source:
+        for chunk in chunks:
             taken = time.monotonic()
             line = session.step(chunk.frames, chunk.start, chunk.end)
             for writer in writers:
@@ -82,6 +86,8 @@ def stream_to_files(
             if stats_writer:
                 stats_writer.write(row)
     finally:
+        if chunks is not source:
+            chunks.close()
         if status:
             print(file=sys.stderr)
         for writer in writers:

@@ -26,7 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("data", nargs="+", help="chunked annotation JSONL (make-chunks output)")
     p.add_argument("--model", default=None, help="checkpoint dir (default: the shipped model)")
-    add_options(p, Windows, only=("text_sink", "text_window"), unset=True)  # unset: the model's
+    add_options(p, Windows, only=("text_sink", "text_window"), unset=True, first="the model's")
     p.add_argument("--max-windows", type=positive_int, default=None, help="only the first N windows")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_numbers)

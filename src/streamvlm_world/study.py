@@ -45,6 +45,9 @@ Full attention streams at most --max-seconds-full seconds of a match (buckets be
 
 
 def register(sub) -> None:
+    from streamvlm.cache.policy import Windows
+    from streamvlm.options import add_options
+
     p = sub.add_parser(
         "world",
         help="long-stream policy study on world matches (quality per bucket of stream time)",
@@ -70,8 +73,7 @@ def register(sub) -> None:
     p.add_argument(
         "--probe-seconds", default="30,120,300", help="attention probe times, seconds (default 30,120,300)"
     )
-    p.add_argument("--vision-window", type=int, default=None, help="override the model's vision window")
-    p.add_argument("--text-rounds", type=int, default=None, help="override the model's text rounds")
+    add_options(p, Windows, only=("vision_window", "text_rounds"), unset=True, first="the model's")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override tokens per second (20)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
