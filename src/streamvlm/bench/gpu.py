@@ -16,8 +16,9 @@ global wall-clock budget (default 450 s, so the whole run is under 8 minutes), i
               stream time (recompute, flat once its window is full, stops after 30 s); ratios
               over the seconds every policy reached
 
-Budget: the clock starts when the bench command starts (model building included). Each phase gets
-a share of what is left after setup (`SHARES`; what a phase does not use goes to the next); before
+Budget: the clock starts when the bench command starts (model building included). Each phase, when
+it starts, gets its share of the time left among the phases still to run (`SHARES`: what an earlier
+phase did not use, or took beyond its share, is shared out among the rest); before
 every stream second the loop checks that the last second's time still fits before the phase's
 deadline, so a phase ends early rather than late, and the last phase ends at the global deadline.
 JSON, markdown and plot are rewritten after every phase (and sweep point, and 10 s of policies),
@@ -30,11 +31,13 @@ a worker thread (`sources.prefetch.Prefetch`) while the engine steps: `wait_ms` 
 long the step loop waited for its frames.
 """
 
+import collections
 import contextlib
 import gc
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -220,7 +223,9 @@ class GpuBench:
         self.clip: Path | None = None
         self.best_mode = "eager"
         self.compile_cost_s = 0.0
-        self.last_step_s = 0.0  # the latest stream second's wall time: predicts a new loop's first
+        #: the latest stream seconds' wall times: their median predicts a new loop's first second
+        #: (a median, so that one compiling step does not starve the phases after it)
+        self.recent_steps: collections.deque = collections.deque([0.0], maxlen=3)
         self.sessions: dict[str, StreamingSession] = {}
         self.watchdogs: list[threading.Timer] = []
         self.interrupted: str | None = None  # SIGTERM
@@ -286,6 +291,9 @@ class GpuBench:
             **extra,
         )
 
+    def typical_step_s(self) -> float:
+        return statistics.median(self.recent_steps)
+
     def stream(
         self, session, fps: int, seconds: int, deadline: float, stop_rule=None, expect_s: float | None = None
     ) -> tuple[list, str | None]:
@@ -296,7 +304,7 @@ class GpuBench:
         out-of-memory, or when `stop_rule(rows)` gives a reason."""
         rows: list[dict] = []
         stopped = None
-        last_s = self.last_step_s if expect_s is None else max(expect_s, self.last_step_s)
+        last_s = self.typical_step_s() if expect_s is None else max(expect_s, self.typical_step_s())
         start = session.round  # (one round per second: a session continued goes on where it was)
         with frames_source(self.loaded, self.config, self.clip, fps, seconds, start) as source:
             chunks = iter(source)
@@ -320,7 +328,8 @@ class GpuBench:
                 rows.append(
                     {**{k: stats[k] for k in RECORDED}, "new_tokens": stats["new_tokens"], "wait_ms": wait_ms}
                 )
-                last_s = self.last_step_s = time.monotonic() - began
+                last_s = time.monotonic() - began
+                self.recent_steps.append(last_s)
                 if stop_rule is not None and (why := stop_rule(rows)):
                     stopped = why
                     break
@@ -336,7 +345,7 @@ class GpuBench:
         series: dict[str, list] = {name: [] for name in sessions}
         stopped: dict[str, str | None] = dict.fromkeys(sessions)
         live = dict(sessions)
-        last_s = self.last_step_s * len(sessions)  # (the last step seen, each session's first)
+        last_s = self.typical_step_s() * len(sessions)  # (a recent step, each session's first)
         with frames_source(self.loaded, self.config, self.clip, fps, seconds) as source:
             chunks = iter(source)
             for _ in range(seconds):
@@ -398,28 +407,26 @@ class GpuBench:
         try:
             self.setup()
             self.save()
-            avail = max(0.0, self.deadline - time.monotonic())
-            start = time.monotonic()
             asked = [name for name in TIMED if name in self.config.phases]
             shares = {name: self.config.shares.get(name, SHARES[name]) for name in asked}
-            total = sum(shares.values()) or 1.0
-            cumulative = 0.0
             deadlines = {}
-            for name in asked:
-                cumulative += shares[name] / total
-                deadlines[name] = start + cumulative * avail
-            if asked:
-                deadlines[asked[-1]] = self.deadline  # the last phase gets whatever is left
-            self.report["budget"]["phase_deadlines_s"] = {k: v - self.started for k, v in deadlines.items()}
             for name, phase in (
                 ("decode", self.phase_decode),
                 ("step_2fps", self.phase_step),
                 ("fps_sweep", self.phase_sweep),
                 ("policies", self.phase_policies),
             ):
-                if name not in deadlines:
+                if name not in asked:
                     self.report["phases"][name] = {"status": "skipped: not asked"}
                     continue
+                # its share of the time left now, among the phases still to run: what an earlier
+                # phase left unused, or took beyond its share (a slow compilation), is shared out
+                ahead = asked[asked.index(name) :]
+                portion = shares[name] / (sum(shares[n] for n in ahead) or 1.0)
+                now = time.monotonic()
+                last = name == asked[-1]
+                deadlines[name] = self.deadline if last else now + portion * (self.deadline - now)
+                self.report["budget"]["phase_deadlines_s"][name] = deadlines[name] - self.started
                 if self.left(deadlines[name]) <= 0:
                     self.report["phases"][name] = {"status": "skipped: time budget"}
                     self.log(f"{name}: skipped (time budget)")
