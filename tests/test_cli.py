@@ -101,7 +101,10 @@ def test_tiny_model_command_and_default_model(tmp_path, clip):
         ),
         (["run", "{clip}", "--model", "{missing}"], "model directory"),
         (["run", "{clip}", "--model", "{tiny}", "--out", "{tmp}/x.txt"], "unknown format"),
-        (["run", "{clip}", "--greedy", "--temperature", "0.5"], "--greedy cannot be combined with --temperature"),
+        (
+            ["run", "{clip}", "--greedy", "--temperature", "0.5"],
+            "--greedy cannot be combined with --temperature",
+        ),
         (["run", "{clip}", "--vision-window", "0"], "must be >= 1"),
         (["run", "{clip}", "--reset-every", "4"], "applies only to --policy sliding"),
         (["run", "{clip}", "--device", "cuda"], "CUDA is not available"),

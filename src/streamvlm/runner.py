@@ -68,12 +68,15 @@ def stream_to_files(
     # a file or folder is decoded a few seconds ahead in a worker thread while the engine steps; a
     # live source has its own reader thread and drop policy, which a queue would defeat
     chunks = Prefetch(source, depth=2) if getattr(source, "stats", None) is None else source
+    # on a GPU, a file's next second is at hand: its vision encoding overlaps this second's decoding
+    look_ahead = chunks is not source and next(loaded.model.parameters()).device.type == "cuda"
     lines = []
     try:
         session = StreamingSession(loaded, config)
-        for chunk in chunks:
+        for chunk, following in with_next(chunks) if look_ahead else ((c, None) for c in chunks):
             taken = time.monotonic()
-            line = session.step(chunk.frames, chunk.start, chunk.end)
+            ahead = following.frames if following is not None else None
+            line = session.step(chunk.frames, chunk.start, chunk.end, ahead=ahead)
             for writer in writers:
                 writer.write(line.start, line.end, line.text)
             lines.append(Commentary(line.start, line.end, line.text, None))  # once it is out
@@ -101,6 +104,27 @@ def stream_to_files(
         if stats_writer:
             stats_writer.close()
     return lines
+
+
+def with_next(items):
+    """(item, the next one or None) for each item. An error raised while fetching the next one comes
+    after the pair before it, so everything before the error is still handed over."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    while True:
+        try:
+            following = next(it)
+        except StopIteration:
+            yield current, None
+            return
+        except BaseException:
+            yield current, None
+            raise
+        yield current, following
+        current = following
 
 
 class LiveMeter:

@@ -89,6 +89,7 @@ class GpuBenchConfig(Windows):
     #: many seconds and the time goes to the other policies (None: it runs as long as they do)
     recompute_seconds: int | None = 30
     prefetch_depth: int = 2
+    encode_ahead: bool = True  # the next second's vision encoded while this one decodes (side CUDA stream)
     clip_seconds: int = 2  # the generated clip, looped
     watchdog_grace_s: float | None = None  # after the budget; default min(15, max(5, 5 %)); 0: none
     shares: dict = field(default_factory=lambda: dict(SHARES))  # of the time left after setup
@@ -291,6 +292,11 @@ class GpuBench:
             **extra,
         )
 
+    def ahead_of(self, chunk):
+        """The next second's frames for `step(..., ahead=)` (its vision encoded while this second
+        decodes, on a side CUDA stream), unless `encode_ahead` is off."""
+        return chunk.frames if chunk is not None and self.config.encode_ahead else None
+
     def typical_step_s(self) -> float:
         return statistics.median(self.recent_steps)
 
@@ -308,18 +314,19 @@ class GpuBench:
         start = session.round  # (one round per second: a session continued goes on where it was)
         with frames_source(self.loaded, self.config, self.clip, fps, seconds, start) as source:
             chunks = iter(source)
+            following = next(chunks, None)  # (the next second, for its vision encoding ahead)
             for _ in range(seconds):
                 if time.monotonic() + last_s > min(deadline, self.deadline):
                     stopped = "time budget"
                     break
                 began = time.monotonic()
-                chunk = next(chunks, None)
+                chunk, following = following, next(chunks, None)
                 if chunk is None:
                     stopped = "source ended"
                     break
                 wait_ms = 1000 * (time.monotonic() - began)
                 try:
-                    line = session.step(chunk.frames, chunk.start, chunk.end)
+                    line = session.step(chunk.frames, chunk.start, chunk.end, ahead=self.ahead_of(following))
                 except torch.OutOfMemoryError:
                     stopped = f"out of memory at {chunk.start:.0f} s"
                     break
@@ -348,19 +355,21 @@ class GpuBench:
         last_s = self.typical_step_s() * len(sessions)  # (a recent step, each session's first)
         with frames_source(self.loaded, self.config, self.clip, fps, seconds) as source:
             chunks = iter(source)
+            following = next(chunks, None)
             for _ in range(seconds):
                 if time.monotonic() + last_s > min(deadline, self.deadline):
                     for name in live:
                         stopped[name] = "time budget"
                     break
                 began = time.monotonic()
-                chunk = next(chunks, None)
+                chunk, following = following, next(chunks, None)
                 if chunk is None:
                     break
                 wait_ms = 1000 * (time.monotonic() - began)
                 for name, session in list(live.items()):
                     try:
-                        line = session.step(chunk.frames, chunk.start, chunk.end)
+                        ahead = self.ahead_of(following)
+                        line = session.step(chunk.frames, chunk.start, chunk.end, ahead=ahead)
                     except torch.OutOfMemoryError:
                         stopped[name] = f"out of memory at {chunk.start:.0f} s"
                         del live[name]

@@ -11,6 +11,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..cache import Layout, StreamingKVCache
 from ..cache.layout import Span
@@ -19,17 +20,30 @@ from ..cache.layout import Span
 PixelsOf = Callable[[Sequence[Span]], Sequence[tuple[torch.Tensor, torch.Tensor]]]
 
 
-def feed(model, cache: StreamingKVCache, layout: Layout, pixels_of: PixelsOf, all_logits: bool = False):
+def feed(
+    model,
+    cache: StreamingKVCache,
+    layout: Layout,
+    pixels_of: PixelsOf,
+    all_logits: bool = False,
+    embeddings_of: Callable[[Sequence[Span]], Sequence[torch.Tensor] | None] | None = None,
+):
     """Run `model` over every token of `layout` not yet in `cache` (at its layout positions, the
-    unfed vision spans' pixels from `pixels_of`) and mark them fed. Returns the last position's
-    logits, (vocab,), or with `all_logits` every new position's, (n, vocab)."""
+    unfed vision spans' pixels from `pixels_of`, or their vision tower output already computed from
+    `embeddings_of` when it has every span's) and mark them fed. Returns the last position's logits,
+    (vocab,), or with `all_logits` every new position's, (n, vocab)."""
     weight = next(model.parameters())
     ids, positions, vision = layout.unfed()
     kwargs = {}
     if vision:
         pixels = pixels_of(vision)
-        kwargs["pixel_values_videos"] = torch.cat([p for p, _ in pixels]).to(weight.device, weight.dtype)
         kwargs["video_grid_thw"] = torch.stack([g for _, g in pixels]).to(weight.device)
+        embeddings = embeddings_of(vision) if embeddings_of is not None else None
+        if embeddings is not None:  # the tower's output, handed over as transformers takes it
+            pooled = (torch.cat(list(embeddings)),)
+            kwargs["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=pooled)}
+        else:
+            kwargs["pixel_values_videos"] = torch.cat([p for p, _ in pixels]).to(weight.device, weight.dtype)
     out = model(
         input_ids=ids[None].to(weight.device),
         position_ids=positions[:, None, :].to(weight.device),

@@ -9,6 +9,7 @@ as a transformers `Cache`) and the policy that edits them. It knows nothing abou
 frames come in as arrays, commentary goes out as `Commentary` objects.
 """
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -92,6 +93,10 @@ class StreamingSession:
         self.round = 0
         self.frame_size: tuple[int, int] | None = None  # resize target, fixed by the first frames
         self.pixels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # round -> (pixels, grid) retained
+        #: round -> its vision tower output, encoded ahead (`step(..., ahead=)`), until it is fed
+        self.encoded: dict[int, tuple[torch.Tensor, object]] = {}
+        self.ahead: tuple | None = None  # (frames, pixels, grid, embeddings, event) of the next second
+        self.side_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.evictions = 0  # steps at which the cache lost, moved or re-positioned rows
         #: Called with (evictions so far, tokens in the cache, logits) for every logits vector of the
         #: stream the session computes (not a question's): tests compare them with a full forward.
@@ -111,8 +116,13 @@ class StreamingSession:
         start: float | None = None,
         end: float | None = None,
         reply: str | None = None,
+        ahead: np.ndarray | None = None,
     ) -> Commentary:
         """Watch one second of frames (fps, H, W, 3) uint8 and return its commentary.
+
+        With `ahead` (the next second's frames, when they are already at hand, e.g. from a file), their
+        vision encoding starts once this second's turn is added: on a GPU on a side CUDA stream, so it
+        runs while this second prefills and decodes; the next `step` with those frames uses it.
 
         With `reply`, nothing is generated: the given text becomes this second's reply (teacher
         forcing, e.g. to replay ground truth or to check that training renders the same tokens).
@@ -128,6 +138,8 @@ class StreamingSession:
 
         # 2. prefill: this second's user turn (and anything not yet in the cache)
         self._add_round(frames, index, start, end)
+        if ahead is not None:
+            self._encode_ahead(ahead)
         logits = self._feed()
         t_decode = self._now()
 
@@ -232,17 +244,50 @@ class StreamingSession:
         frames = np.asarray(frames)
         if self.frame_size is None:
             self.frame_size = self.processor.target_size(frames.shape[1], frames.shape[2])
-        pixel_values, grid = self.processor(frames, size=self.frame_size)
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and (ahead[0] is frames or np.array_equal(ahead[0], frames)):
+            _, pixel_values, grid, embeddings, done = ahead
+            self.encoded[index] = (embeddings, done)
+        else:
+            pixel_values, grid = self.processor(frames, size=self.frame_size)
         offsets = self.family.vision_offsets(self.model.config, grid, self.config.fps)
         self.pixels[index] = (pixel_values, grid)
         query = self.config.query if index == 0 else None  # (where the renderer puts it)
         self.layout.extend(self.renderer.round(index, start, end, offsets, query))
 
+    def _encode_ahead(self, frames: np.ndarray) -> None:
+        """The vision tower's output for the next second's `frames`, started now (a side CUDA stream on
+        a GPU: it overlaps this second's prefill and decoding; on a CPU it simply runs now)."""
+        frames = np.asarray(frames)
+        pixel_values, grid = self.processor(frames, size=self.frame_size)
+        weight = next(self.model.parameters())
+        on_side = self.side_stream is not None
+        with torch.cuda.stream(self.side_stream) if on_side else contextlib.nullcontext():
+            pixels = pixel_values.to(weight.device, weight.dtype, non_blocking=True)
+            out = self.model.get_video_features(pixels, grid[None].to(weight.device), return_dict=True)
+            embeddings = torch.cat(out.pooler_output)
+            done = self.side_stream.record_event() if on_side else None
+        self.ahead = (frames, pixel_values, grid, embeddings, done)
+
+    def _embeddings_of(self, spans) -> list[torch.Tensor] | None:
+        """The encoded-ahead vision output of every span in `spans`, or None unless all have one."""
+        if not spans or any(span.round not in self.encoded for span in spans):
+            return None
+        out = []
+        for span in spans:
+            embeddings, done = self.encoded.pop(span.round)
+            if done is not None:  # the side stream's work, before the main stream reads it
+                torch.cuda.current_stream(self.device).wait_event(done)
+                embeddings.record_stream(torch.cuda.current_stream(self.device))
+            out.append(embeddings)
+        return out
+
     def _feed(self, all_logits: bool = False) -> torch.Tensor:
         """Run the model over every token not yet in the cache; return the last position's logits
         (`all_logits`: every new position's, (n, vocab))."""
         pixels_of = lambda spans: [self.pixels[span.round] for span in spans]  # noqa: E731
-        logits = feed(self.model, self.cache, self.layout, pixels_of, all_logits)
+        logits = feed(self.model, self.cache, self.layout, pixels_of, all_logits, self._embeddings_of)
+        self.encoded.clear()  # what was encoded ahead went in now, or (recompute) the pixels did
         if all_logits:
             return logits
         if self.on_logits is not None:
