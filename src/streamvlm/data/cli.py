@@ -141,7 +141,7 @@ def find_videos(given: list[str]) -> list:
     from pathlib import Path
 
     from ..errors import StreamvlmError
-    from ..eval.generate import VIDEO_EXTENSIONS
+    from ..sources.base import VIDEO_EXTENSIONS
 
     videos = []
     for path in map(Path, given):

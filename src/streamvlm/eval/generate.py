@@ -22,8 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".ts", ".mpg", ".mpeg")
-
 
 def register(sub) -> None:
     from ..cli import add_stream_options, non_negative_int, positive_int
@@ -66,6 +64,7 @@ VIDEOS_HELP = (
 def list_videos(spec: str, root: str | None = None) -> list[Path]:
     """Video paths from a folder, a text list or a JSONL with `video`; sorted, without duplicates."""
     from ..errors import StreamvlmError
+    from ..sources.base import VIDEO_EXTENSIONS
     from .transcripts import read_jsonl
 
     path = Path(spec).expanduser()

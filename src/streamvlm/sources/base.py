@@ -7,6 +7,9 @@ import numpy as np
 
 from ..errors import SourceError
 
+#: File suffixes taken as videos when a folder is searched for them (`eval generate`, `data ...`).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".ts", ".mpg", ".mpeg")
+
 
 @dataclass
 class Chunk:
