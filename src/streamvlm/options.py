@@ -17,6 +17,22 @@ import tokenize
 import types
 import typing
 from dataclasses import MISSING, fields
+from pathlib import Path
+
+
+def read_yaml_options(path: str, what: str) -> dict:
+    """The mapping of options in the YAML file `path` (`what` names the file in the error)."""
+    import yaml
+
+    from .errors import StreamvlmError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StreamvlmError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StreamvlmError(f"{path}: expected a mapping of options")
+    return data
 
 
 def field_comments(cls) -> dict[str, str]:

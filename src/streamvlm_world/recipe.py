@@ -88,16 +88,9 @@ class Recipe(Windows):
 
 def load_recipe(path: str | None = None, overrides: dict | None = None) -> Recipe:
     """The shipped recipe, with the options of a YAML file (`path`), then `overrides`, replacing its own."""
-    import yaml
+    from streamvlm.options import read_yaml_options
 
-    data = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise StreamvlmError(f"cannot read recipe {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise StreamvlmError(f"{path}: expected a mapping of recipe options")
+    data = read_yaml_options(path, "recipe") if path else {}
     data.update(overrides or {})
     unknown = sorted(set(data) - {f.name for f in fields(Recipe)})
     if unknown:

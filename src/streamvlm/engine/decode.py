@@ -53,14 +53,14 @@ class Sampler:
         return self.banned, self.generator
 
     def scores(self, logits: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits after the repetition penalty and the ban (float32, on the logits' device)."""
-        logits = logits.detach().float().clone()
+        """Logits after the repetition penalty and the ban (float32, on the logits' device; fixed
+        shapes, no boolean indexing: nothing waits for the device)."""
+        scores = logits.detach().float()
         if self.repetition_penalty != 1.0 and seen is not None:
             # As transformers' RepetitionPenaltyLogitsProcessor: shrink the score of every seen token.
-            s = logits[seen]
-            logits[seen] = torch.where(s > 0, s / self.repetition_penalty, s * self.repetition_penalty)
-        logits[self._on(logits.device)[0]] = float("-inf")
-        return logits
+            p = self.repetition_penalty
+            scores = torch.where(seen, torch.where(scores > 0, scores / p, scores * p), scores)
+        return scores.masked_fill(self._on(logits.device)[0], float("-inf"))
 
     def candidates(self, logits: torch.Tensor, seen: torch.Tensor | None = None):
         """(ids, probabilities) of the tokens sampling may pick: temperature, then top-k, then top-p
@@ -97,12 +97,8 @@ class Sampler:
         order, so with the same seed it picks what `__call__` picks. With top-p < 1 the tokens past
         the mass keep their places with probability 0 (a fixed shape) instead of being cut, so the
         random stream is no longer `__call__`'s."""
-        banned, generator = self._on(logits.device)
-        scores = logits.detach().float()
-        if self.repetition_penalty != 1.0 and seen is not None:
-            p = self.repetition_penalty
-            scores = torch.where(seen, torch.where(scores > 0, scores / p, scores * p), scores)
-        scores = scores.masked_fill(banned, float("-inf"))
+        generator = self._on(logits.device)[1]
+        scores = self.scores(logits, seen)
         if self.greedy:
             token = scores.argmax()
         else:

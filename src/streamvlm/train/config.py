@@ -7,6 +7,7 @@ import yaml
 
 from ..cache.policy import StreamingPolicy, Windows
 from ..errors import StreamvlmError
+from ..options import read_yaml_options
 
 
 @dataclass
@@ -120,12 +121,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     (values parsed as YAML; nested keys with dots, e.g. `lora.r=8`)."""
     data: dict = {}
     if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise StreamvlmError(f"cannot read training config {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise StreamvlmError(f"{path}: expected a mapping of options")
+        data = read_yaml_options(path, "training config")
         base = Path(path).parent
         for key in DATA_KEYS:
             if isinstance(data.get(key), str):
